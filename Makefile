@@ -1,0 +1,54 @@
+# Entry point for people and CI. Everything runs from the project venv (.venv), which
+# `make venv` builds from requirements.txt.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+FLEET := $(PY) tools/fleet.py
+APPS ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help venv image cluster cluster-down status lint test test-molecule test-cluster
+
+help:
+	@echo "make cluster       bring up the local fleet, deploy the example app, print its URL"
+	@echo "make cluster-down  remove the local fleet"
+	@echo "make status        show the local fleet"
+	@echo "make lint          ansible-lint (production profile) and yamllint"
+	@echo "make test          lint, every Molecule scenario, the whole-cluster pytest suite"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+image: venv
+	$(FLEET) image
+
+cluster: venv
+	$(FLEET) up --apps $(APPS)
+	$(BIN)/ansible-playbook -i inventories/local playbooks/site.yml
+	$(PY) tools/smoke.py inventories/local
+
+cluster-down: venv
+	$(FLEET) down
+
+status: venv
+	$(FLEET) status
+
+lint: venv
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --offline --profile production
+
+test: venv
+	$(PY) tools/run_tests.py
+
+test-molecule: venv
+	$(PY) tools/run_tests.py --only molecule $(if $(S),--scenario $(S))
+
+test-cluster: venv
+	$(PY) tools/run_tests.py --only cluster
