@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -218,6 +219,27 @@ def inventory_dir(name: str, override: str | None) -> Path:
     return STATE_DIR / name / "inventory"
 
 
+# Secrets of the local fleet: generated at random on first `up`, never committed (.gitignore).
+LOCAL_SECRETS = ("vault_cluster_db_password", "vault_django_app_secret_key", "vault_cluster_s3_access_key",
+                 "vault_cluster_s3_secret_key", "vault_haproxy_stats_password")
+
+
+def ensure_local_secrets() -> None:
+    """Create inventories/local/group_vars/all/vault.yml with random secrets if it is missing.
+
+    A real inventory keeps these in an ansible-vault encrypted file; the local fleet is a
+    throwaway, so its secrets are random per checkout and stay out of git.
+    """
+    path = ROOT / "inventories" / "local" / "group_vars" / "all" / "vault.yml"
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["---", "# Random secrets for the local fleet, written by tools/fleet.py; not in git."]
+    lines += [f"{name}: {secrets.token_urlsafe(32)}" for name in LOCAL_SECRETS]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
 def write_inventory(path: Path, name: str, hosts: list[Host], key: Path) -> None:
     """Write hosts.yml with the project's groups; other fleets share inventories/local's group_vars."""
     path.mkdir(parents=True, exist_ok=True)
@@ -328,6 +350,7 @@ def cmd_up(args: argparse.Namespace) -> None:
                f"umask 077; mkdir -p /root/.ssh; printf '%s' '{pubkey.strip()}\n' > /root/.ssh/authorized_keys")
     wait_for_ssh(hosts, key)
     inv = inventory_dir(name, args.inventory)
+    ensure_local_secrets()
     write_inventory(inv, name, hosts, key)
     LOG.info("fleet %s: %d hosts up on %s in %.0f s", name, len(hosts), subnet, time.monotonic() - started)
     print(inv / "hosts.yml")
