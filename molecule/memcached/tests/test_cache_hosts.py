@@ -13,9 +13,7 @@ def test_memcached_is_running_and_enabled(host):
 
 def test_tcp_listener_is_the_private_address_only(host, cache_port):
     listeners = {
-        line.split()[3]
-        for line in host.check_output("ss -H -l -t -n -p").splitlines()
-        if '"memcached"' in line
+        line.split()[3] for line in host.check_output("ss -H -l -t -n -p").splitlines() if '"memcached"' in line
     }
     assert listeners == {f"{private_address(host)}:{cache_port}"}
 
