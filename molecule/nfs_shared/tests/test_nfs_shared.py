@@ -60,16 +60,22 @@ def url(address: str, path: str = "", version: int = 4, uid: int | None = APP_UI
 
 
 @pytest.fixture(scope="module", autouse=True)
-def export_ready(app: testinfra.host.Host, server_address: str) -> None:
-    """Wait (bounded) until the app host can list the export: a fresh server may still be in grace."""
-    deadline = time.monotonic() + 100
-    while True:
-        probe = app.run("nfs-ls %s", url(server_address))
-        if probe.rc == 0:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"export never became readable from app1: {probe.stderr}")
-        time.sleep(1)
+def export_ready(app: testinfra.host.Host, server: testinfra.host.Host, server_address: str) -> None:
+    """Wait (bounded) until the app host can create a file: a restarted server refuses new files
+    with NFS4ERR_GRACE while it waits for earlier clients to reclaim their state (90 s)."""
+    probe_name = f"ready-{uuid.uuid4().hex[:12]}"
+    app.run_test("touch /tmp/%s", probe_name)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            probe = app.run("nfs-cp /tmp/%s %s", probe_name, url(server_address, probe_name))
+            if probe.rc == 0 or "NFS4ERR_GRACE" not in probe.stderr:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server stayed in its grace period: {probe.stderr}")
+            time.sleep(2)
+    finally:
+        server.run("rm -f %s", f"{EXPORT}/{probe_name}")
 
 
 @pytest.fixture
