@@ -1,0 +1,145 @@
+"""Send real traffic through lb1 to the two stand-in app hosts and watch HAProxy act on it."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import threading
+from collections import Counter
+
+import pytest
+import requests
+from conftest import ADMIN_SOCKET, BACKEND, RuntimeApi, Site, wait_until
+from cryptography import x509
+
+STATS_PORT = 8404
+
+
+def test_requests_spread_over_both_app_hosts(site: Site) -> None:
+    counts = Counter(site.spread(20))
+    assert set(counts) == {"app1", "app2"}, counts
+    assert min(counts.values()) >= 8, counts
+
+
+def test_failing_host_leaves_rotation_and_comes_back(site: Site, apps, runtime: RuntimeApi) -> None:
+    apps["app2"].run_test("touch /run/echo-app/unhealthy")
+    # Health checks every second, two failures take it out: ten answers in a row from app1 soon.
+    assert wait_until(lambda: set(site.spread(10)) == {"app1"}, timeout=10), runtime.stat()["app2"]
+    assert runtime.status("app2") == "DOWN"
+    apps["app2"].run_test("rm /run/echo-app/unhealthy")
+    assert wait_until(lambda: "app2" in site.spread(4), timeout=10), runtime.stat()["app2"]
+
+
+def test_drained_host_finishes_open_requests_and_gets_no_new_ones(site: Site, lb, runtime: RuntimeApi) -> None:
+    slow: dict[str, requests.Response] = {}
+    request = threading.Thread(target=lambda: slow.update(response=site.get("/slow?s=4")))
+    request.start()
+    try:
+        busy = wait_until(lambda: [n for n, row in runtime.stat().items() if int(row["scur"]) > 0], timeout=3)
+        assert len(busy) == 1, "the slow request is not open on exactly one server"
+        drained, other = busy[0], ({"app1", "app2"} - set(busy)).pop()
+        # The way the upgrade playbook drains a host.
+        result = lb.ansible("community.general.haproxy",
+                            f"state=drain host={drained} backend={BACKEND} socket={ADMIN_SOCKET}", check=False)
+        assert not result.get("failed"), result.get("msg")
+        assert runtime.status(drained) == "DRAIN"
+        assert set(site.spread(10)) == {other}
+        assert slow.get("response") is None, "the slow request ended before the drain was checked"
+    finally:
+        request.join(timeout=15)
+    assert slow["response"].status_code == 200
+    assert slow["response"].json()["host"] == drained
+
+
+def test_drained_host_stays_drained_across_reload(site: Site, lb, runtime: RuntimeApi) -> None:
+    runtime.send(f"set server {BACKEND}/app1 state drain")
+    old_pid = runtime.worker_pid()
+    lb.run_test("systemctl reload haproxy")
+    assert wait_until(lambda: runtime.worker_pid() != old_pid, timeout=10), "no new worker after reload"
+    assert runtime.status("app1") == "DRAIN"
+    state = next(line.split() for line in runtime.send(f"show servers state {BACKEND}").splitlines()
+                 if line.split()[3:4] == ["app1"])
+    assert int(state[6]) & 0x08, f"srv_admin_state {state[6]} lacks the forced-drain flag"
+    assert set(site.spread(6)) == {"app2"}
+
+
+def test_https_serves_the_generated_certificate(site: Site, lb_address: str, lb_vars) -> None:
+    served = ssl.get_server_certificate((lb_address, 443))
+    on_disk = site.cert_file.read_text()
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(on_disk)
+    cert = x509.load_pem_x509_certificate(on_disk.encode())
+    domain = "shop.example.test"
+    assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == domain
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert domain in names.get_values_for_type(x509.DNSName)
+    # The client checks the certificate against the address it connected to (an IP entry).
+    assert site.get("/").status_code == 200
+
+
+def _handshake(address: str, version: ssl.TLSVersion) -> str:
+    """Complete a TLS handshake offering only `version`; return the version agreed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # The client's own OpenSSL policy must not be what refuses old versions: allow everything.
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    context.minimum_version = version
+    context.maximum_version = version
+    with socket.create_connection((address, 443), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            return tls.version()
+
+
+def test_tls_1_2_is_accepted(lb_address: str) -> None:
+    assert _handshake(lb_address, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+
+
+def test_tls_1_1_is_refused(lb_address: str) -> None:
+    with pytest.raises(ssl.SSLError):
+        _handshake(lb_address, ssl.TLSVersion.TLSv1_1)
+
+
+def test_http_redirects_to_https(lb_address: str) -> None:
+    response = requests.get(f"http://{lb_address}/guestbook/?page=2", allow_redirects=False, timeout=10)
+    assert response.status_code in (301, 302)
+    assert response.headers["Location"] == f"https://{lb_address}/guestbook/?page=2"
+
+
+def test_forwarded_headers_come_from_the_load_balancer(site: Site, lb_address: str) -> None:
+    forged = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example",
+              "Forwarded": "for=6.6.6.6;proto=http", "X-Real-IP": "6.6.6.6"}
+    seen = {k.lower(): v for k, v in site.get("/", headers=forged).json()["headers"].items()}
+    with socket.create_connection((lb_address, 443), timeout=5) as probe:
+        own_address = probe.getsockname()[0]
+    assert seen["x-forwarded-for"] == own_address
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["x-forwarded-host"] == lb_address
+    assert "forwarded" not in seen
+    assert "x-real-ip" not in seen
+
+
+def test_stats_listen_on_the_private_address_only(lb, lb_address: str) -> None:
+    assert lb.socket(f"tcp://{lb_address}:{STATS_PORT}").is_listening
+    assert not lb.socket(f"tcp://0.0.0.0:{STATS_PORT}").is_listening
+
+
+def test_stats_page_needs_the_password(lb_address: str, lb_vars) -> None:
+    url = f"http://{lb_address}:{STATS_PORT}/stats"
+    password = str(lb_vars["vault_haproxy_stats_password"])
+    assert requests.get(url, timeout=10).status_code == 401
+    assert requests.get(url, auth=("stats", "wrong"), timeout=10).status_code == 401
+    page = requests.get(url, auth=("stats", password), timeout=10)
+    assert page.status_code == 200
+    assert "app1" in page.text and "app2" in page.text
+
+
+def test_metrics_need_the_password(lb_address: str, lb_vars) -> None:
+    url = f"http://{lb_address}:{STATS_PORT}/metrics"
+    password = str(lb_vars["vault_haproxy_stats_password"])
+    assert requests.get(url, timeout=10).status_code == 401
+    metrics = requests.get(url, auth=("stats", password), timeout=10)
+    assert metrics.status_code == 200
+    for server in ("app1", "app2"):
+        assert re.search(rf'^haproxy_server_status\{{proxy="{BACKEND}",server="{server}",state="UP"\}} 1$',
+                         metrics.text, re.M), f"no UP status metric for {server}"
