@@ -180,13 +180,15 @@ class LoadRun:
             return [o for o in self.outcomes if start <= o.started < end]
 
 
+# The example project's pages (examples/exampleapp): the guestbook (GET, and POST to write),
+# a page that needs the session, a static file, and the upload endpoint.
 DEFAULT_PATHS = {
     "login": "/accounts/login/",
     "page": "/",
-    "private": "/private/",
-    "static": "/static/css/site.css",
-    "write": "/notes/",
-    "upload": "/uploads/",
+    "private": "/me",
+    "static": "/static/notes/site.css",
+    "write": "/",
+    "upload": "/upload",
 }
 
 

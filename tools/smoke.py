@@ -46,8 +46,8 @@ def main() -> int:
         time.sleep(1)
     info = resp.json()
     print(f"\nThe example project answers through HAProxy at {url}")
-    print(f"  served by {info.get('host')} (release {info.get('release')}); the certificate is self-signed.")
-    print("  Log in as demo / demo. `make cluster-down` removes the local cluster.")
+    print(f"  served by {info.get('hostname')} (release {info.get('release')}); the certificate is self-signed.")
+    print("  `make cluster-down` removes the local cluster.")
     return 0
 
 

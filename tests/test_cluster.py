@@ -1,0 +1,114 @@
+"""Whole-cluster tests: the site playbook's result, checked through the real services.
+
+Every test talks HTTP to the load balancer or straight to an app host's web front, the way a
+browser or an operator would, on the shared test fleet deployed once by the `site` fixture.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+import requests
+
+from conftest import Fleet, run_playbook
+from helpers import ansible, app_url, demo_password, lb_url, logged_in_session, new_session
+
+pytestmark = pytest.mark.usefixtures("site")
+
+
+def test_requests_through_the_load_balancer_reach_every_app_host(fleet: Fleet) -> None:
+    session = new_session()
+    seen = {session.get(lb_url(fleet, "/whoami"), timeout=10).json()["hostname"] for _ in range(20)}
+    assert seen == set(fleet.groups["app"]), f"answered by {seen}"
+
+
+def test_healthz_answers_on_every_app_host(fleet: Fleet) -> None:
+    session = new_session()
+    for host in fleet.groups["app"]:
+        resp = session.get(app_url(fleet, host, "/healthz"), timeout=10)
+        assert resp.status_code == 200, f"{host}: {resp.status_code} {resp.text[:200]}"
+        assert resp.json()["host"] == host
+
+
+def test_a_login_holds_whichever_host_serves_the_next_request(fleet: Fleet) -> None:
+    session = logged_in_session(fleet)
+    hosts = set()
+    for _ in range(12):
+        resp = session.get(lb_url(fleet, "/me"), timeout=10, allow_redirects=False)
+        assert resp.status_code == 200, f"logged out: {resp.status_code} {resp.headers.get('Location')}"
+        assert resp.json()["user"] == "demo"
+        hosts.add(resp.json()["host"])
+    assert hosts == set(fleet.groups["app"]), f"the session was only read by {hosts}"
+
+
+def test_an_upload_through_one_app_host_is_served_by_every_app_host(fleet: Fleet) -> None:
+    first, *others = fleet.groups["app"]
+    payload = uuid.uuid4().bytes * 100
+    session = new_session()
+    resp = session.post(app_url(fleet, first, "/upload"), files={"file": (f"{uuid.uuid4().hex}.bin", payload)},
+                        timeout=30)
+    assert resp.status_code == 201, resp.text[:300]
+    url = resp.json()["url"]
+    path = re.sub(r"^https?://[^/]+", "", url)
+    assert path.startswith("/media/"), f"media URL not under the site's /media/: {url}"
+    for host in [first, *others]:
+        got = session.get(app_url(fleet, host, path), timeout=30)
+        assert got.status_code == 200 and got.content == payload, f"{host}: {got.status_code}"
+    through_lb = session.get(lb_url(fleet, path), timeout=30)
+    assert through_lb.status_code == 200 and through_lb.content == payload
+
+
+def test_a_value_cached_by_one_app_host_is_read_by_another(fleet: Fleet) -> None:
+    first, second = fleet.groups["app"][:2]
+    ansible(fleet, "cache", "ansible.builtin.shell", "printf 'flush_all\\r\\nquit\\r\\n' | "
+            "timeout 5 bash -c 'cat > /dev/tcp/$(hostname -I | cut -d\" \" -f1)/11211'")
+    session = new_session()
+    made = session.get(app_url(fleet, first, "/cached"), timeout=10).json()
+    assert made["hit"] is False and made["cached_by"] == first
+    read = session.get(app_url(fleet, second, "/cached"), timeout=10).json()
+    assert read["hit"] is True and read["cached_by"] == first and read["served_by"] == second
+
+
+def test_a_database_write_through_one_host_is_visible_through_all(fleet: Fleet) -> None:
+    first, *others = fleet.groups["app"]
+    text = f"written on {first} {uuid.uuid4().hex}"
+    session = new_session()
+    resp = session.post(app_url(fleet, first, "/api/notes"), json={"text": text}, timeout=10)
+    assert resp.status_code == 201, resp.text[:300]
+    for host in [first, *others]:
+        notes = session.get(app_url(fleet, host, "/api/notes"), timeout=10).json()["notes"]
+        assert text in [n["text"] for n in notes], f"{host} does not see the note"
+
+
+def test_a_memcached_restart_logs_nobody_out(fleet: Fleet) -> None:
+    session = logged_in_session(fleet)
+    assert session.get(lb_url(fleet, "/me"), timeout=10).json()["user"] == "demo"
+    ansible(fleet, "cache", "ansible.builtin.systemd_service", "name=memcached state=restarted")
+    for _ in range(6):
+        resp = session.get(lb_url(fleet, "/me"), timeout=10, allow_redirects=False)
+        assert resp.status_code == 200, "the session was lost with the cache"
+        assert resp.json()["user"] == "demo"
+
+
+def test_a_second_site_run_changes_nothing(fleet: Fleet) -> None:
+    proc = run_playbook(fleet.inventory, "playbooks/site.yml", check=True)
+    changed = re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
+    assert changed, proc.stdout[-2000:]
+    assert all(int(n) == 0 for _, n in changed), f"changed on a converged cluster: {changed}"
+
+
+def test_check_mode_with_diff_reports_no_change(fleet: Fleet) -> None:
+    proc = run_playbook(fleet.inventory, "playbooks/site.yml", "--check", "--diff", check=True)
+    changed = re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout, re.M)
+    assert changed and all(int(n) == 0 for _, n in changed), f"check mode would change: {changed}"
+
+
+def test_demo_password_is_not_in_the_site_output(fleet: Fleet, site) -> None:
+    assert demo_password() not in site.stdout
+
+
+def test_unknown_host_header_is_refused(fleet: Fleet) -> None:
+    resp = requests.get(lb_url(fleet, "/whoami"), headers={"Host": "evil.example"}, verify=False, timeout=10)
+    assert resp.status_code == 400
