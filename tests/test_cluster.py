@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import Fleet, run_playbook
-from helpers import ansible, app_url, demo_password, lb_url, logged_in_session, new_session
+from helpers import ansible, app_host, demo_password, lb_url, logged_in_session, new_session
 
 pytestmark = pytest.mark.usefixtures("site")
 
@@ -25,9 +25,9 @@ def test_requests_through_the_load_balancer_reach_every_app_host(fleet: Fleet) -
 
 
 def test_healthz_answers_on_every_app_host(fleet: Fleet) -> None:
-    session = new_session()
     for host in fleet.groups["app"]:
-        resp = session.get(app_url(fleet, host, "/healthz"), timeout=10)
+        with app_host(fleet, host) as (session, base, headers):
+            resp = session.get(f"{base}/healthz", headers=headers, timeout=10)
         assert resp.status_code == 200, f"{host}: {resp.status_code} {resp.text[:200]}"
         assert resp.json()["host"] == host
 
@@ -46,39 +46,45 @@ def test_a_login_holds_whichever_host_serves_the_next_request(fleet: Fleet) -> N
 def test_an_upload_through_one_app_host_is_served_by_every_app_host(fleet: Fleet) -> None:
     first, *others = fleet.groups["app"]
     payload = uuid.uuid4().bytes * 100
-    session = new_session()
-    resp = session.post(app_url(fleet, first, "/upload"), files={"file": (f"{uuid.uuid4().hex}.bin", payload)},
-                        timeout=30)
+    with app_host(fleet, first) as (session, base, headers):
+        session.get(f"{base}/upload", headers=headers, timeout=10)
+        resp = session.post(f"{base}/upload", headers=headers, timeout=30,
+                            data={"csrfmiddlewaretoken": session.cookies.get("csrftoken", "")},
+                            files={"file": (f"{uuid.uuid4().hex}.bin", payload)})
     assert resp.status_code == 201, resp.text[:300]
+    assert resp.json()["host"] == first
     url = resp.json()["url"]
     path = re.sub(r"^https?://[^/]+", "", url)
     assert path.startswith("/media/"), f"media URL not under the site's /media/: {url}"
     for host in [first, *others]:
-        got = session.get(app_url(fleet, host, path), timeout=30)
+        with app_host(fleet, host) as (session, base, headers):
+            got = session.get(f"{base}{path}", headers=headers, timeout=30)
         assert got.status_code == 200 and got.content == payload, f"{host}: {got.status_code}"
-    through_lb = session.get(lb_url(fleet, path), timeout=30)
+    through_lb = new_session().get(lb_url(fleet, path), timeout=30)
     assert through_lb.status_code == 200 and through_lb.content == payload
 
 
 def test_a_value_cached_by_one_app_host_is_read_by_another(fleet: Fleet) -> None:
-    first, second = fleet.groups["app"][:2]
-    ansible(fleet, "cache", "ansible.builtin.shell", "printf 'flush_all\\r\\nquit\\r\\n' | "
-            "timeout 5 bash -c 'cat > /dev/tcp/$(hostname -I | cut -d\" \" -f1)/11211'")
-    session = new_session()
-    made = session.get(app_url(fleet, first, "/cached"), timeout=10).json()
+    first, second = list(fleet.groups["app"])[:2]
+    # Start from an empty cache, so the first host computes the value itself.
+    ansible(fleet, "cache", "ansible.builtin.systemd_service", "name=memcached state=restarted")
+    with app_host(fleet, first) as (session, base, headers):
+        made = session.get(f"{base}/cached", headers=headers, timeout=10).json()
     assert made["hit"] is False and made["cached_by"] == first
-    read = session.get(app_url(fleet, second, "/cached"), timeout=10).json()
+    with app_host(fleet, second) as (session, base, headers):
+        read = session.get(f"{base}/cached", headers=headers, timeout=10).json()
     assert read["hit"] is True and read["cached_by"] == first and read["served_by"] == second
 
 
 def test_a_database_write_through_one_host_is_visible_through_all(fleet: Fleet) -> None:
     first, *others = fleet.groups["app"]
     text = f"written on {first} {uuid.uuid4().hex}"
-    session = new_session()
-    resp = session.post(app_url(fleet, first, "/api/notes"), json={"text": text}, timeout=10)
+    with app_host(fleet, first) as (session, base, headers):
+        resp = session.post(f"{base}/api/notes", json={"text": text}, headers=headers, timeout=10)
     assert resp.status_code == 201, resp.text[:300]
     for host in [first, *others]:
-        notes = session.get(app_url(fleet, host, "/api/notes"), timeout=10).json()["notes"]
+        with app_host(fleet, host) as (session, base, headers):
+            notes = session.get(f"{base}/api/notes", headers=headers, timeout=10).json()["notes"]
         assert text in [n["text"] for n in notes], f"{host} does not see the note"
 
 

@@ -221,23 +221,25 @@ def inventory_dir(name: str, override: str | None) -> Path:
 
 # Secrets of the local fleet: generated at random on first `up`, never committed (.gitignore).
 LOCAL_SECRETS = ("vault_cluster_db_password", "vault_django_app_secret_key", "vault_cluster_s3_access_key",
-                 "vault_cluster_s3_secret_key", "vault_haproxy_stats_password")
+                 "vault_cluster_s3_secret_key", "vault_haproxy_stats_password", "vault_exampleapp_demo_password")
 
 
 def ensure_local_secrets() -> None:
-    """Create inventories/local/group_vars/all/vault.yml with random secrets if it is missing.
+    """Give inventories/local/group_vars/all/vault.yml a random value for each secret it lacks.
 
     A real inventory keeps these in an ansible-vault encrypted file; the local fleet is a
     throwaway, so its secrets are random per checkout and stay out of git.
     """
     path = ROOT / "inventories" / "local" / "group_vars" / "all" / "vault.yml"
-    if path.exists():
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["---", "# Random secrets for the local fleet, written by tools/fleet.py; not in git."]
-    lines += [f"{name}: {secrets.token_urlsafe(32)}" for name in LOCAL_SECRETS]
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    text = path.read_text() if path.exists() else (
+        "---\n# Random secrets for the local fleet, written by tools/fleet.py; not in git.\n")
+    present = set(re.findall(r"^(\w+):", text, re.M))
+    missing = [name for name in LOCAL_SECRETS if name not in present]
+    if missing:
+        text += "".join(f"{name}: '{secrets.token_urlsafe(32)}'\n" for name in missing)
+        path.write_text(text)
+        path.chmod(0o600)
 
 
 def write_inventory(path: Path, name: str, hosts: list[Host], key: Path) -> None:
