@@ -237,7 +237,7 @@ def ensure_local_secrets() -> None:
     present = set(re.findall(r"^(\w+):", text, re.M))
     missing = [name for name in LOCAL_SECRETS if name not in present]
     if missing:
-        text += "".join(f"{name}: '{secrets.token_urlsafe(32)}'\n" for name in missing)
+        text += "".join(f"{name}: '{secrets.token_urlsafe(48)}'\n" for name in missing)
         path.write_text(text)
         path.chmod(0o600)
 
