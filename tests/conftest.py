@@ -19,6 +19,19 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FLEET_NAME = os.environ.get("CLUSTER_TEST_FLEET", "djtest")
 BIN = Path(sys.executable).parent
+_REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    """Keep a line of figures for the end of the session (printed even when tests pass)."""
+    _REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _REPORT:
+        terminalreporter.section("figures")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
 
 
 @dataclass

@@ -1,0 +1,173 @@
+"""Rolling operations under load: upgrade, broken release, rollback, deploy lock, maintenance.
+
+A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
+writes) runs through the load balancer for the whole of each operation. The tests run in file
+order on the shared test fleet: release v1 (the site's), then v2, a broken v3, back to v2, back
+to v1, then an OS maintenance run. Each prints its figures in the session summary.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, Fleet, ansible_env, report, run_playbook
+from helpers import demo_password, lb_url, new_session
+
+sys.path.insert(0, str(ROOT / "tools"))
+from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("site")
+BEFORE_SECONDS = 8
+EXAMPLE = ROOT / "examples" / "exampleapp"
+
+
+def releases(fleet: Fleet) -> dict[str, str]:
+    """Which release each app host's current symlink points at (host -> release id)."""
+    proc = subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "app", "-m", "ansible.builtin.stat",
+                           "-a", "path=/srv/exampleapp/current", "-o"],
+                          cwd=ROOT, env=ansible_env(), text=True, capture_output=True, check=True)
+    return {m[1]: m[2] for m in re.finditer(r'^(\S+) \| SUCCESS.*?"lnk_source": "[^"]*/releases/([^"/]+)"',
+                                            proc.stdout, re.M)}
+
+
+def served_releases(fleet: Fleet, tries: int = 20) -> set[str]:
+    session = new_session()
+    return {session.get(lb_url(fleet, "/whoami"), timeout=10).json()["release"] for _ in range(tries)}
+
+
+def variant(tmp: Path, name: str, edit: dict[str, tuple[str, str]]) -> Path:
+    """A copy of the example project with text replacements, so it builds a new release."""
+    target = tmp / name
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for rel, (old, new) in edit.items():
+        path = target / rel
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1))
+    return target
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("releases")
+    return {
+        "v2": variant(tmp, "v2", {"notes/templates/notes/base.html": ("</title>", " v2</title>")}),
+        # Broken in a way the deployment checks cannot see: its health check fails at run time.
+        "v3": variant(tmp, "v3", {"notes/views.py": ('problems = []', 'problems = ["release v3 is broken"]')}),
+    }
+
+
+def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run a playbook while the load runs; return its result and the load's figures."""
+    run = LoadRun(lb_url(fleet, ""), "demo", demo_password(), DEFAULT_PATHS, clients=4,
+                  max_seconds=900, max_requests=200_000).start()
+    t0 = time.monotonic()
+    time.sleep(BEFORE_SECONDS)
+    t1 = time.monotonic()
+    proc = run_playbook(fleet.inventory, playbook, *args)
+    t2 = time.monotonic()
+    run.stop()
+    before, during = summarize(run.between(t0, t1)), summarize(run.between(t1, t2))
+    hosts = len(fleet.groups["app"])
+    report(f"{label}: " + before.line("before") + "; " + during.line("during")
+           + f"; {t2 - t1:.0f} s in all, {(t2 - t1) / hosts:.0f} s per app host")
+    for error in during.errors:
+        report(f"  {label}: {error}")
+    return proc, {"before": before, "during": during}
+
+
+def test_a_rolling_upgrade_fails_no_request(fleet: Fleet, sources: dict[str, Path]) -> None:
+    old = set(releases(fleet).values())
+    proc, figures = operate(fleet, "upgrade v1->v2", "playbooks/rolling_upgrade.yml",
+                            "-e", f"django_app_source={sources['v2']}")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    now = releases(fleet)
+    assert len(set(now.values())) == 1 and set(now.values()) != old, now
+    assert served_releases(fleet) == set(now.values())
+    assert figures["before"].sent > 0 and figures["during"].sent > 0
+    assert figures["during"].failed == 0, figures["during"].errors
+
+
+def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[str, Path]) -> None:
+    first = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(fleet.inventory),
+                              str(ROOT / "playbooks/rolling_upgrade.yml"), "-e", f"django_app_source={sources['v2']}"],
+                             cwd=ROOT, env=ansible_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        lock = "test -e /var/lib/django-cluster/deploy.lock"
+        deadline = time.monotonic() + 300
+        while subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.shell",
+                              "-a", lock], cwd=ROOT, env=ansible_env(), capture_output=True).returncode != 0:
+            assert first.poll() is None, "the first upgrade ended before it took the lock"
+            assert time.monotonic() < deadline, "the first upgrade never took the lock"
+            time.sleep(1)
+        second = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={sources['v2']}")
+        assert second.returncode != 0
+        assert "Another operation holds the deploy lock" in second.stdout
+        assert "operation=upgrade" in second.stdout
+    finally:
+        out, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, out[-4000:]
+
+
+def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[str, Path]) -> None:
+    good = releases(fleet)
+    proc, figures = operate(fleet, "broken v3", "playbooks/rolling_upgrade.yml", "-e",
+                             f"django_app_source={sources['v3']}")
+    assert proc.returncode != 0
+    assert "is out of rotation" in proc.stdout, proc.stdout[-3000:]
+    now = releases(fleet)
+    first, *rest = fleet.groups["app"]
+    assert now[first] != good[first], "the first host never switched"
+    assert all(now[h] == good[h] for h in rest), f"hosts after the first were touched: {now}"
+    assert figures["during"].failed == 0, figures["during"].errors
+    # The broken host is out of rotation: every answer comes from the good release.
+    assert served_releases(fleet) == {good[rest[0]]}
+
+
+def test_a_rollback_after_a_failed_upgrade_restores_the_switched_host(fleet: Fleet) -> None:
+    proc, figures = operate(fleet, "recover from v3", "playbooks/rollback.yml", "-e", "deploy_lock_break=true")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    now = releases(fleet)
+    assert len(set(now.values())) == 1, now
+    assert figures["during"].failed == 0, figures["during"].errors
+
+
+def test_a_rollback_returns_every_host_to_the_previous_release(fleet: Fleet) -> None:
+    before = set(releases(fleet).values())
+    proc, figures = operate(fleet, "rollback v2->v1", "playbooks/rollback.yml")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    now = releases(fleet)
+    assert len(set(now.values())) == 1 and set(now.values()) != before, now
+    assert served_releases(fleet) == set(now.values())
+    assert figures["during"].failed == 0, figures["during"].errors
+
+
+def test_rolling_maintenance_fails_no_request(fleet: Fleet) -> None:
+    proc, figures = operate(fleet, "maintenance", "playbooks/maintenance.yml")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert figures["during"].failed == 0, figures["during"].errors
+
+
+def test_the_deploy_log_records_each_operation(fleet: Fleet) -> None:
+    proc = subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "app", "-m", "ansible.builtin.command",
+                           "-a", "cat /var/log/django-cluster/deploy.log"],
+                          cwd=ROOT, env=ansible_env(), text=True, capture_output=True, check=True)
+    for operation in ("upgrade", "rollback", "maintenance"):
+        assert f"operation={operation}" in proc.stdout
+    assert "result=failed" in proc.stdout and "result=ok" in proc.stdout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_lock_left(fleet: Fleet) -> Iterator[None]:
+    yield
+    subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.file",
+                    "-a", "path=/var/lib/django-cluster/deploy.lock state=absent"],
+                   cwd=ROOT, env=ansible_env(), capture_output=True)
