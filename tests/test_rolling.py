@@ -108,7 +108,8 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
             assert first.poll() is None, "the first upgrade ended before it took the lock"
             assert time.monotonic() < deadline, "the first upgrade never took the lock"
             time.sleep(1)
-        second = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={sources['v2']}")
+        second = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                              "-e", f"django_app_source={sources['v2']}")
         assert second.returncode != 0
         assert "Another operation holds the deploy lock" in second.stdout
         assert "operation=upgrade" in second.stdout
