@@ -95,6 +95,32 @@ def ensure_engine() -> None:
         raise SystemExit("dockerd did not come up within 60 s; see /var/log/dockerd.log")
 
 
+def ensure_inotify() -> None:
+    """Raise the kernel's inotify limits when they are too low for many systemd containers.
+
+    Every container's systemd (and its services) takes inotify instances from one per-user
+    pool shared by all containers; Debian's default of 128 runs out at about twenty hosts, and
+    the next container's systemd exits at boot without a word.
+    """
+    wanted = {"max_user_instances": 1024, "max_user_watches": 524288}
+    for name, value in wanted.items():
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            current = int(path.read_text())
+        except OSError:
+            continue
+        if current >= value:
+            continue
+        if os.geteuid() != 0:
+            LOG.warning("fs.inotify.%s is %d; raise it to %d if hosts fail to boot", name, current, value)
+            continue
+        LOG.warning("raising fs.inotify.%s from %d to %d so many systemd hosts can run", name, current, value)
+        try:
+            path.write_text(str(value))
+        except OSError as exc:
+            LOG.warning("could not raise fs.inotify.%s: %s", name, exc)
+
+
 # --- Host image --------------------------------------------------------------------------------
 
 def apt_sources() -> tuple[str, str]:
@@ -309,8 +335,41 @@ def wait_for_ssh(hosts: list[Host], key: Path, timeout: float = 60) -> None:
         time.sleep(0.5)
 
 
+def wait_booted(container: str, timeout: float = 60) -> bool:
+    """Wait until the container's systemd has finished booting; False if the container died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run(["docker", "exec", container, "systemctl", "is-system-running", "--wait"], check=False)
+        if state.stdout.strip() in ("running", "degraded"):
+            return True
+        if docker("inspect", "-f", "{{.State.Running}}", container) != "true":
+            return False
+        time.sleep(0.5)  # systemd's bus is not up yet: ask again.
+    return False
+
+
+def start_containers(specs: dict[str, list[str]], tries: int = 3) -> None:
+    """Start host containers (name -> docker run arguments), then wait for each to boot.
+
+    All start at once and boot in parallel; one whose systemd exits at boot is started again.
+    """
+    for attempt in range(1, tries + 1):
+        for container, run_args in specs.items():
+            docker("rm", "-f", container, check=False)
+            docker("run", "-d", "--name", container, *run_args)
+        failed = {c: a for c, a in specs.items() if not wait_booted(c)}
+        if not failed:
+            return
+        for container in failed:
+            LOG.warning("%s did not boot (attempt %d):\n%s", container, attempt,
+                        run(["docker", "logs", "--tail", "20", container], check=False).stdout)
+        specs = failed
+    raise SystemExit(f"{', '.join(specs)} did not boot; see `docker logs <container>`")
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     ensure_engine()
+    ensure_inotify()
     tag = ensure_image()
     name = args.name
     state = STATE_DIR / name
@@ -326,6 +385,7 @@ def cmd_up(args: argparse.Namespace) -> None:
     existing = {c["Names"]: c["State"] for c in fleet_containers(name)}
     pubkey = (state / "id_ed25519.pub").read_text()
     started = time.monotonic()
+    new: dict[str, list[str]] = {}
     for host in hosts:
         container = f"{name}-{host.name}"
         if existing.get(container) == "running":
@@ -335,8 +395,8 @@ def cmd_up(args: argparse.Namespace) -> None:
         else:
             volume = f"{container}-srv"
             docker("volume", "create", "--label", f"{LABEL}={name}", volume)
-            docker(
-                "run", "-d", "--name", container, "--hostname", host.name,
+            new[container] = [
+                "--hostname", host.name,
                 "--label", f"{LABEL}={name}", "--label", f"{LABEL}.groups={'+'.join(host.groups)}",
                 "--network", network, "--ip", host.address,
                 *[f"--cap-add={cap}" for cap in CAPABILITIES],
@@ -347,7 +407,10 @@ def cmd_up(args: argparse.Namespace) -> None:
                 "--mount", f"type=volume,src={volume},dst=/srv",
                 "--stop-signal", "SIGRTMIN+3",
                 tag,
-            )
+            ]
+    start_containers(new)
+    for host in hosts:
+        container = f"{name}-{host.name}"
         docker("exec", container, "sh", "-c",
                f"umask 077; mkdir -p /root/.ssh; printf '%s' '{pubkey.strip()}\n' > /root/.ssh/authorized_keys")
     wait_for_ssh(hosts, key)
