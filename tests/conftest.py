@@ -19,6 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FLEET_NAME = os.environ.get("CLUSTER_TEST_FLEET", "djtest")
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tools"))
+import fleet as fleet_tool  # noqa: E402  (tools/ is not a package)
 _REPORT: list[str] = []
 
 
@@ -66,7 +68,7 @@ def fleet() -> Fleet:
     """Start (or reuse) the test fleet with two app hosts; remove it at the end unless KEEP_FLEET=1."""
     subprocess.run([sys.executable, str(ROOT / "tools" / "fleet.py"), "up", "--name", FLEET_NAME, "--apps", "2"],
                    check=True, cwd=ROOT)
-    inventory = ROOT / ".fleet" / FLEET_NAME / "inventory"
+    inventory = fleet_tool.inventory_dir(FLEET_NAME, None)
     data = yaml.safe_load((inventory / "hosts.yml").read_text())
     groups = {
         name: {host: hv["ansible_host"] for host, hv in (group.get("hosts") or {}).items()}
