@@ -10,8 +10,6 @@ import re
 import uuid
 
 import pytest
-import requests
-
 from conftest import Fleet, run_playbook
 from helpers import ansible, app_host, demo_password, lb_url, logged_in_session, new_session
 
@@ -116,5 +114,5 @@ def test_demo_password_is_not_in_the_site_output(fleet: Fleet, site) -> None:
 
 
 def test_unknown_host_header_is_refused(fleet: Fleet) -> None:
-    resp = requests.get(lb_url(fleet, "/whoami"), headers={"Host": "evil.example"}, verify=False, timeout=10)
+    resp = new_session().get(lb_url(fleet, "/whoami"), headers={"Host": "evil.example"}, timeout=10)
     assert resp.status_code == 400

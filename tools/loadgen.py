@@ -80,6 +80,8 @@ class Client:
         self.base = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.verify = False
+        # Environment CA bundles and proxies would override verify=False; traffic stays direct.
+        self.session.trust_env = False
         self.username, self.password = username, password
         self.paths = paths
         self.static_url: str | None = None

@@ -31,10 +31,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="smoke: %(message)s")
     inventory = Path(sys.argv[1] if len(sys.argv) > 1 else "inventories/local")
     url = f"https://{lb_address(inventory)}/"
+    session = requests.Session()
+    session.verify = False
+    session.trust_env = False  # an environment CA bundle would override verify=False
     deadline = time.monotonic() + 60
     while True:
         try:
-            resp = requests.get(url + "whoami", verify=False, timeout=10)
+            resp = session.get(url + "whoami", timeout=10)
             if resp.status_code == 200:
                 break
             problem = f"HTTP {resp.status_code}"
