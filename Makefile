@@ -29,10 +29,12 @@ $(VENV)/.installed: requirements.txt
 image: venv
 	$(FLEET) image
 
+# The fleet tool prints where it wrote the inventory (inventories/local for the default fleet,
+# .fleet/NAME/inventory for FLEET_NAME=NAME).
 cluster: venv
-	$(FLEET) up --apps $(APPS)
-	$(BIN)/ansible-playbook -i inventories/local playbooks/site.yml
-	$(PY) tools/smoke.py inventories/local
+	@inventory=$$($(FLEET) up --apps $(APPS) | tail -n 1 | xargs dirname) && \
+	$(BIN)/ansible-playbook -i "$$inventory" playbooks/site.yml && \
+	$(PY) tools/smoke.py "$$inventory"
 
 cluster-down: venv
 	$(FLEET) down
