@@ -14,6 +14,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 help:
 	@echo "make cluster       bring up the local fleet, deploy the example app, print its URL"
 	@echo "make cluster-down  remove the local fleet"
+	@echo "                   (FLEET_NAME=name selects another fleet, APPS=n the number of app hosts)"
 	@echo "make status        show the local fleet"
 	@echo "make lint          ansible-lint (production profile) and yamllint"
 	@echo "make test          lint, every Molecule scenario, the whole-cluster pytest suite"
@@ -21,6 +22,7 @@ help:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
+	@echo "installing the pinned toolchain into $(VENV) (about two minutes)"
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
@@ -37,6 +39,7 @@ cluster: venv
 	$(PY) tools/smoke.py "$$inventory"
 
 cluster-down: venv
+	@echo "removing the local fleet '$${FLEET_NAME:-djcluster}'"
 	$(FLEET) down
 
 status: venv

@@ -20,17 +20,18 @@ LOG = logging.getLogger("smoke")
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
-def lb_address(inventory: Path) -> str:
-    """The first load balancer's address from a fleet inventory's hosts.yml."""
+def fleet_facts(inventory: Path) -> tuple[str, str]:
+    """(the first load balancer's address, the fleet's name) from a fleet inventory's hosts.yml."""
     data = yaml.safe_load((inventory / "hosts.yml").read_text())
     hosts = data["all"]["children"]["cluster"]["children"]["lb"]["hosts"]
-    return next(iter(hosts.values()))["ansible_host"]
+    return next(iter(hosts.values()))["ansible_host"], data["all"]["vars"]["local_fleet_name"]
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="smoke: %(message)s")
     inventory = Path(sys.argv[1] if len(sys.argv) > 1 else "inventories/local")
-    url = f"https://{lb_address(inventory)}/"
+    address, fleet = fleet_facts(inventory)
+    url = f"https://{address}/"
     session = requests.Session()
     session.verify = False
     session.trust_env = False  # an environment CA bundle would override verify=False
@@ -50,7 +51,11 @@ def main() -> int:
     info = resp.json()
     print(f"\nThe example project answers through HAProxy at {url}")
     print(f"  served by {info.get('hostname')} (release {info.get('release')}); the certificate is self-signed.")
-    print("  `make cluster-down` removes the local cluster.")
+    name = "" if fleet == "djcluster" else f"FLEET_NAME={fleet} "
+    print("  Log in as demo; the password is vault_exampleapp_demo_password in")
+    print("  inventories/local/group_vars/all/vault.yml.")
+    print(f"  Hosts: .venv/bin/ansible all -i {inventory} -m ping")
+    print(f"  Remove it all: {name}make cluster-down")
     return 0
 
 
