@@ -46,8 +46,10 @@ def test_an_upload_through_one_app_host_is_served_by_every_app_host(fleet: Fleet
     payload = uuid.uuid4().bytes * 100
     with app_host(fleet, first) as (session, base, headers):
         session.get(f"{base}/upload", headers=headers, timeout=10)
-        resp = session.post(f"{base}/upload", headers=headers, timeout=30,
-                            data={"csrfmiddlewaretoken": session.cookies.get("csrftoken", "")},
+        token = session.cookies.get("csrftoken", "")
+        # The CSRF cookie is marked Secure (the app sees https), and the tunnel is plain http.
+        resp = session.post(f"{base}/upload", headers={**headers, "Cookie": f"csrftoken={token}"}, timeout=30,
+                            data={"csrfmiddlewaretoken": token},
                             files={"file": (f"{uuid.uuid4().hex}.bin", payload)})
     assert resp.status_code == 201, resp.text[:300]
     assert resp.json()["host"] == first
