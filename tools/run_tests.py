@@ -9,6 +9,7 @@ stage makes the run fail; a pytest run that collects no test counts as failed.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import os
 import subprocess
@@ -26,9 +27,12 @@ def scenarios() -> list[str]:
     return sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 
 
+Stage = tuple[str, list[str]]
+
+
 def stages(only: str | None, scenario: str | None) -> list[tuple[str, list[str]]]:
     """The commands to run, in order, as (stage name, argv)."""
-    out: list[tuple[str, list[str]]] = []
+    out: list[Stage] = []
     if only in (None, "lint"):
         out.append(("lint: yamllint", [str(BIN / "yamllint"), "--strict", "."]))
         out.append(("lint: ansible-lint", [str(BIN / "ansible-lint"), "--offline", "--profile", "production"]))
@@ -44,25 +48,56 @@ def stages(only: str | None, scenario: str | None) -> list[tuple[str, list[str]]
     return out
 
 
+def run_logged(stage: Stage, env: dict[str, str]) -> tuple[str, float, int]:
+    """Run one stage with its output in .cache/test-logs/; print the log's tail if it fails."""
+    name, argv = stage
+    logs = ROOT / ".cache" / "test-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / (name.replace(": ", "-").replace("/", "_").replace(" ", "_") + ".log")
+    t0 = time.monotonic()
+    with log_path.open("w") as log:
+        rc = subprocess.call(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - t0
+    if rc != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-150:]
+        print(f"---- last lines of {log_path.relative_to(ROOT)} ----\n" + "\n".join(tail), flush=True)
+    LOG.info("<== %s: %s in %.0f s (log: %s)", name, "ok" if rc == 0 else f"FAILED (exit {rc})", seconds,
+             log_path.relative_to(ROOT))
+    return name, seconds, rc
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", choices=("lint", "example", "molecule", "cluster"), help="run one kind of stage")
     parser.add_argument("--scenario", help="with --only molecule: run this scenario only")
     parser.add_argument("--keep-going", action="store_true", help="run later stages after a failure")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("MOLECULE_JOBS", "2")),
+                        help="Molecule scenarios run at once (each has its own hosts; default %(default)s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), PY_COLORS="0", ANSIBLE_FORCE_COLOR="0")
     results: list[tuple[str, float, int]] = []
     started = time.monotonic()
-    for name, argv in stages(args.only, args.scenario):
+    plan = stages(args.only, args.scenario)
+    # Scenarios wait mostly on their hosts (apt, systemd, SSH), so a few run side by side, each
+    # with its output in a log file; the other stages run one after the other in the foreground.
+    molecule = [stage for stage in plan if stage[0].startswith("molecule: ")]
+    for name, argv in plan:
+        if results and any(rc != 0 for _, _, rc in results) and not args.keep_going:
+            break
+        if name.startswith("molecule: "):
+            if molecule:
+                LOG.info("==> %d Molecule scenarios, %d at a time", len(molecule), args.jobs)
+                with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+                    results.extend(pool.map(lambda st: run_logged(st, env), molecule))
+                molecule = []
+            continue
         LOG.info("==> %s", name)
         t0 = time.monotonic()
         rc = subprocess.call(argv, cwd=ROOT, env=env)
         results.append((name, time.monotonic() - t0, rc))
         LOG.info("<== %s: %s in %.0f s", name, "ok" if rc == 0 else f"FAILED (exit {rc})", results[-1][1])
-        if rc != 0 and not args.keep_going:
-            break
     print("\nstage timings:")
     for name, seconds, rc in results:
         print(f"  {'ok    ' if rc == 0 else 'FAILED'} {seconds:7.0f} s  {name}")
