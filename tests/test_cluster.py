@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from conftest import Fleet, run_playbook
-from helpers import ansible, app_host, demo_password, lb_url, logged_in_session, new_session
+from helpers import ansible, app_host, lb_url, logged_in_session, new_session, secrets
 
 pytestmark = pytest.mark.usefixtures("site")
 
@@ -111,8 +111,9 @@ def test_check_mode_with_diff_reports_no_change(fleet: Fleet) -> None:
     assert changed and all(int(n) == 0 for _, n in changed), f"check mode would change: {changed}"
 
 
-def test_demo_password_is_not_in_the_site_output(fleet: Fleet, site) -> None:
-    assert demo_password() not in site.stdout
+def test_no_secret_appears_in_the_site_output(fleet: Fleet, site) -> None:
+    leaked = [name for name, value in secrets().items() if value and str(value) in site.stdout + site.stderr]
+    assert not leaked, f"secrets printed by site.yml: {leaked}"
 
 
 def test_unknown_host_header_is_refused(fleet: Fleet) -> None:
