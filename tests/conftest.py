@@ -65,7 +65,14 @@ def run_playbook(inventory: Path, playbook: str, *args: str, check: bool = False
 
 @pytest.fixture(scope="session")
 def fleet() -> Fleet:
-    """Start (or reuse) the test fleet with two app hosts; remove it at the end unless KEEP_FLEET=1."""
+    """Start the test fleet with two app hosts from scratch; remove it at the end.
+
+    A fleet left by an interrupted session (a held deploy lock, a drained server) would make the
+    results depend on history, so it is removed first. KEEP_FLEET=1 keeps and reuses the fleet.
+    """
+    if os.environ.get("KEEP_FLEET") != "1":
+        subprocess.run([sys.executable, str(ROOT / "tools" / "fleet.py"), "down", "--name", FLEET_NAME],
+                       check=True, cwd=ROOT)
     subprocess.run([sys.executable, str(ROOT / "tools" / "fleet.py"), "up", "--name", FLEET_NAME, "--apps", "2"],
                    check=True, cwd=ROOT)
     inventory = fleet_tool.inventory_dir(FLEET_NAME, None)
