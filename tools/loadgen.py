@@ -6,7 +6,7 @@ pages, static assets, uploads and writes) and record every outcome, so a test ca
 an operation (a rolling upgrade, a rollback, a maintenance run) caused no failed request.
 Every run is bounded in time and in request count, and stops by itself.
 
-    loadgen.py https://172.29.1.11 --seconds 30 --clients 4
+    loadgen.py https://LB_ADDRESS --seconds 30 --clients 4
 """
 
 from __future__ import annotations
