@@ -9,6 +9,11 @@ password=exampleapp-tests
 
 log() { printf 'example-db: %s\n' "$*" >&2; }
 
+# Only the final line of variables belongs on stdout: the caller splices it into a command line.
+# Everything else these tools print (pg_ctlcluster says "Removed stale pid file." after an unclean
+# stop, for one) goes to stderr.
+exec 3>&1 1>&2
+
 if ! command -v pg_lsclusters >/dev/null; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     log "PostgreSQL is not installed; install it (Debian: apt-get install postgresql) and re-run"
@@ -34,4 +39,4 @@ END \$\$;
 ALTER ROLE $role LOGIN CREATEDB PASSWORD '$password';
 SQL
 
-printf 'PGHOST=127.0.0.1 PGPORT=%s PGUSER=%s PGPASSWORD=%s PGDATABASE=%s\n' "$port" "$role" "$password" "$role"
+printf 'PGHOST=127.0.0.1 PGPORT=%s PGUSER=%s PGPASSWORD=%s PGDATABASE=%s\n' "$port" "$role" "$password" "$role" >&3
