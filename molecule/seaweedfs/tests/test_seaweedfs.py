@@ -68,6 +68,18 @@ def test_internal_ports_are_not_reachable_from_an_app_host(store_address: str) -
         assert app.run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{port}'").rc != 0, port
 
 
+def test_s3_grpc_port_answers_the_store_itself_only(store: testinfra.host.Host, store_address: str) -> None:
+    """The S3 gateway's gRPC port is open on the cluster address, but only the host itself gets in."""
+    grpc = SEAWEEDFS["seaweedfs_s3_grpc_port"]
+    listeners = {s.split()[3] for s in store.run(f"ss -Htln 'sport = :{grpc}'").stdout.splitlines()}
+    assert f"{store_address}:{grpc}" in listeners, listeners
+    # The store reaches its own cluster address through loopback: the port really answers.
+    assert store.run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'").rc == 0
+    # Another host is turned away at once by the filter (a reset, not a timeout).
+    refused = node("app1").run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'")
+    assert refused.rc == 1 and "refused" in refused.stderr, (refused.rc, refused.stderr)
+
+
 def test_upload_on_one_app_host_is_readable_on_another(store: testinfra.host.Host, store_address: str) -> None:
     name = f"uploads/{uuid.uuid4().hex[:12]}.txt"
     content = f"shared across app hosts {name}"
