@@ -88,6 +88,11 @@ def same_cluster_address(hosts: Inventory, variables: dict, secrets: dict) -> No
     tier(hosts, "cache")["cache1"]["cluster_address"] = db_address
 
 
+def public_cluster_address(hosts: Inventory, variables: dict, secrets: dict) -> None:
+    # Never contacted: the preflight stops before any play talks to a host.
+    tier(hosts, "cache")["cache1"]["cluster_address"] = "8.8.8.8"
+
+
 def uid_not_a_number(hosts: Inventory, variables: dict, secrets: dict) -> None:
     variables["cluster_app_uid"] = "abc"
 
@@ -116,6 +121,7 @@ BAD_INVENTORIES: dict[str, tuple[Edit, str]] = {
     "empty group": (empty_app_group, "The group app is empty; it needs at least one host"),
     "duplicate SSH address": (same_ssh_address, "Two hosts have the same SSH address"),
     "duplicate cluster address": (same_cluster_address, "Two hosts have the same cluster address"),
+    "public cluster address": (public_cluster_address, "cache1: cluster address 8.8.8.8 is public."),
     "wrong type": (uid_not_a_number, "argument 'cluster_app_uid' is of type str and we were unable to convert to int"),
     "unknown choice": (unknown_media_backend,
                        "value of cluster_media_backend must be one of: auto, nfs, s3, got: floppy"),
