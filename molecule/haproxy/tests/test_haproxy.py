@@ -34,7 +34,9 @@ def test_failing_host_leaves_rotation_and_comes_back(site: Site, apps, runtime: 
 
 def test_drained_host_finishes_open_requests_and_gets_no_new_ones(site: Site, lb, runtime: RuntimeApi) -> None:
     slow: dict[str, requests.Response] = {}
-    request = threading.Thread(target=lambda: slow.update(response=site.get("/slow?s=4")))
+    # Long enough to outlast the drain and the checks below on a loaded machine (the module run
+    # alone took over 4 s there). The test then waits for it to finish on the drained host.
+    request = threading.Thread(target=lambda: slow.update(response=site.get("/slow?s=20", timeout=40)))
     request.start()
     try:
         busy = wait_until(lambda: [n for n, row in runtime.stat().items() if int(row["scur"]) > 0], timeout=3)
@@ -48,7 +50,7 @@ def test_drained_host_finishes_open_requests_and_gets_no_new_ones(site: Site, lb
         assert set(site.spread(10)) == {other}
         assert slow.get("response") is None, "the slow request ended before the drain was checked"
     finally:
-        request.join(timeout=15)
+        request.join(timeout=40)
     assert slow["response"].status_code == 200
     assert slow["response"].json()["host"] == drained
 
