@@ -6,6 +6,7 @@ browser or an operator would, on the shared test fleet deployed once by the `sit
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -119,3 +120,23 @@ def test_no_secret_appears_in_the_site_output(fleet: Fleet, site) -> None:
 def test_unknown_host_header_is_refused(fleet: Fleet) -> None:
     resp = new_session().get(lb_url(fleet, "/whoami"), headers={"Host": "evil.example"}, timeout=10)
     assert resp.status_code == 400
+
+
+def test_site_refuses_to_run_into_a_rolling_operation(fleet: Fleet) -> None:
+    """A held deploy lock stops site.yml before it changes anything; breaking the lock lets it run."""
+    lock = "/var/lib/django-cluster/deploy.lock"
+    db = fleet.groups["db"][0]
+    held = "holder=ops@elsewhere\noperation=upgrade\nsince=2026-01-01T00:00:00Z\n"
+    ansible(fleet, db, "ansible.builtin.copy", json.dumps({"dest": lock, "content": held, "mode": "0644"}))
+    try:
+        proc = run_playbook(fleet.inventory, "playbooks/site.yml")
+        assert proc.returncode != 0
+        output = " ".join(proc.stdout.split())
+        assert "A rolling operation holds the deploy lock" in output and "operation=upgrade" in output, output[-2000:]
+        assert "PLAY [Resolve the values every tier shares]" not in output
+        broken = run_playbook(fleet.inventory, "playbooks/site.yml", "-e", "deploy_lock_break=true", check=True)
+        changed = re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", broken.stdout, re.M)
+        # Only the lock's removal changed: the cluster itself was converged already.
+        assert dict(changed).get(db) == "1" and all(n == "0" for host, n in changed if host != db), changed
+    finally:
+        ansible(fleet, db, "ansible.builtin.file", f"path={lock} state=absent")
