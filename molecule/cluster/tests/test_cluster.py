@@ -76,8 +76,24 @@ def test_recorded_media_backend_is_kept_by_later_runs():
     try:
         output = converge()
         assert backend_of(app) == other
-        assert f"Media backend: {other}, as recorded in {RECORD}" in " ".join(output.split())
+        assert f"Media backend: {other}, as the cluster already uses it" in " ".join(output.split())
     finally:
         store.run(f"echo {first} > {RECORD}")
+        converge()
+    assert backend_of(app) == first
+
+
+def test_a_cluster_without_a_record_keeps_the_backend_its_storage_host_serves():
+    """Deployed before the record existed: an NFS export on the storage host means nfs, whatever the probe says."""
+    app, store = node("app1"), node("store1")
+    first = store.file(RECORD).content_string.strip()
+    export = "/etc/ganesha/django-cluster-exports.conf"
+    store.run(f"rm {RECORD} && mkdir -p /etc/ganesha && touch {export}")
+    try:
+        converge()
+        assert backend_of(app) == "nfs"
+        assert store.file(RECORD).content_string == "nfs\n"
+    finally:
+        store.run(f"rm -f {export} && echo {first} > {RECORD}")
         converge()
     assert backend_of(app) == first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -76,6 +77,22 @@ def test_s3_grpc_port_answers_the_store_itself_only(store: testinfra.host.Host, 
     # The store reaches its own cluster address through loopback: the port really answers.
     assert store.run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'").rc == 0
     # Another host is turned away at once by the filter (a reset, not a timeout).
+    refused = node("app1").run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'")
+    assert refused.rc == 1 and "refused" in refused.stderr, (refused.rc, refused.stderr)
+
+
+def test_a_flushed_guard_is_restored_by_the_next_run(store: testinfra.host.Host, store_address: str) -> None:
+    """A firewall reload that flushes the ruleset removes the guard; running the role puts it back."""
+    grpc = SEAWEEDFS["seaweedfs_s3_grpc_port"]
+    store.run_test("nft delete table inet seaweedfs_guard")
+    try:
+        assert node("app1").run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'").rc == 0, "guard still there"
+    finally:
+        proc = subprocess.run(["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+                               str(Path(__file__).resolve().parents[1] / "converge.yml")],
+                              capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert store.run("nft list table inet seaweedfs_guard").rc == 0
     refused = node("app1").run(f"timeout 3 bash -c '</dev/tcp/{store_address}/{grpc}'")
     assert refused.rc == 1 and "refused" in refused.stderr, (refused.rc, refused.stderr)
 
