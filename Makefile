@@ -17,7 +17,7 @@ help:
 	@echo "                   (FLEET_NAME=name selects another fleet, APPS=n the number of app hosts)"
 	@echo "make status        show the local fleet"
 	@echo "make lint          ansible-lint (production profile) and yamllint"
-	@echo "make test          lint, every Molecule scenario, the whole-cluster pytest suite"
+	@echo "make test          lint, the example project's tests, every Molecule scenario, the whole-cluster tests"
 
 venv: $(VENV)/.installed
 
