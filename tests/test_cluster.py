@@ -125,7 +125,7 @@ def test_unknown_host_header_is_refused(fleet: Fleet) -> None:
 def test_site_refuses_to_run_into_a_rolling_operation(fleet: Fleet) -> None:
     """A held deploy lock stops site.yml before it changes anything; breaking the lock lets it run."""
     lock = "/var/lib/django-cluster/deploy.lock"
-    db = fleet.groups["db"][0]
+    db = next(iter(fleet.groups["db"]))
     held = "holder=ops@elsewhere\noperation=upgrade\nsince=2026-01-01T00:00:00Z\n"
     ansible(fleet, db, "ansible.builtin.copy", json.dumps({"dest": lock, "content": held, "mode": "0644"}))
     try:
