@@ -93,6 +93,10 @@ def public_cluster_address(hosts: Inventory, variables: dict, secrets: dict) -> 
     tier(hosts, "cache")["cache1"]["cluster_address"] = "8.8.8.8"
 
 
+def wildcard_cluster_address(hosts: Inventory, variables: dict, secrets: dict) -> None:
+    tier(hosts, "cache")["cache1"]["cluster_address"] = "0.0.0.0"
+
+
 def uid_not_a_number(hosts: Inventory, variables: dict, secrets: dict) -> None:
     variables["cluster_app_uid"] = "abc"
 
@@ -122,6 +126,8 @@ BAD_INVENTORIES: dict[str, tuple[Edit, str]] = {
     "duplicate SSH address": (same_ssh_address, "Two hosts have the same SSH address"),
     "duplicate cluster address": (same_cluster_address, "Two hosts have the same cluster address"),
     "public cluster address": (public_cluster_address, "cache1: cluster address 8.8.8.8 is public."),
+    "wildcard cluster address": (wildcard_cluster_address,
+                                 "cache1: cluster address 0.0.0.0 is not a host address other hosts can reach"),
     "wrong type": (uid_not_a_number, "argument 'cluster_app_uid' is of type str and we were unable to convert to int"),
     "unknown choice": (unknown_media_backend,
                        "value of cluster_media_backend must be one of: auto, nfs, s3, got: floppy"),
