@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import requests
 from conftest import APP, SERVICE
@@ -157,3 +160,39 @@ def test_release_switch_and_reload_keep_every_request(host, web) -> None:
         host.run_test(f"ln -sfn {current} {APP}/current.new && mv -T {APP}/current.new {APP}/current")
         host.run_test(f"systemctl reload {SERVICE}")
         host.run_test(f"rm -rf {other}")
+
+
+def test_a_run_stopped_between_link_and_reload_is_repaired_by_the_next(host, web) -> None:
+    """The link already names the release but gunicorn still runs older code: converge reloads it."""
+    current = host.file(f"{APP}/current").linked_to
+    expected = host.file(f"{current}/src/RELEASE").content_string.strip()
+    older = f"{APP}/releases/stoppedtest"
+    host.run_test(f"rm -rf {older} && cp -a {current} {older} && echo stoppedtest > {older}/src/RELEASE")
+
+    def served() -> str:
+        return requests.get(f"{web}/whoami", headers={"Host": "localhost"}, timeout=10).json()["release"]
+
+    try:
+        # gunicorn loads the older code, as it ran before the interrupted switch...
+        host.run_test(f"ln -sfn {older} {APP}/current.new && mv -T {APP}/current.new {APP}/current")
+        host.run_test(f"systemctl reload {SERVICE} && echo stoppedtest > {APP}/loaded-release")
+        deadline = time.monotonic() + 20
+        while served() != "stoppedtest":
+            assert time.monotonic() < deadline, "the older release never came up"
+            time.sleep(0.5)
+        # ...and the run was stopped right after it moved the link back to the deployed release.
+        host.run_test(f"ln -sfn {current} {APP}/current.new && mv -T {APP}/current.new {APP}/current")
+        assert served() == "stoppedtest"
+        converge = subprocess.run(
+            ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+             str(Path(__file__).resolve().parents[1] / "converge.yml")],
+            capture_output=True, text=True, check=False)
+        assert converge.returncode == 0, converge.stdout[-3000:] + converge.stderr[-2000:]
+        deadline = time.monotonic() + 20
+        while served() != expected:
+            assert time.monotonic() < deadline, "converge left gunicorn on the older code"
+            time.sleep(0.5)
+        assert host.file(f"{APP}/loaded-release").content_string.strip() == current.rsplit("/", 1)[-1]
+    finally:
+        host.run_test(f"ln -sfn {current} {APP}/current.new && mv -T {APP}/current.new {APP}/current")
+        host.run_test(f"systemctl reload {SERVICE} && rm -rf {older}")
