@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,37 @@ def scenarios() -> list[str]:
 
 
 Stage = tuple[str, list[str]]
+
+# Upper bounds per stage, in seconds, far above what a stage takes on a 2-core machine (see the
+# README's timings). They exist so that a hung stage fails the run with a clear message instead of
+# holding CI until its own limit; they are not performance targets (those live in bench/).
+LIMITS = {"lint": 900, "example": 600, "molecule": 1800, "cluster": 3000}
+TIMED_OUT = 124  # the exit status timeout(1) uses
+
+
+def call(name: str, argv: list[str], **kwargs) -> int:
+    """Run one stage's command in its own process group; stop the whole group past the stage's limit."""
+    limit = LIMITS[name.split(":", 1)[0]]
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, **kwargs)
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        LOG.error("!!! %s: still running after %d s; stopping it (its test hosts may be left behind)", name, limit)
+        return_code = TIMED_OUT
+    except KeyboardInterrupt:
+        return_code = 130
+    # The group, not just the child: a shell stage's daemons and pipes would outlive it otherwise.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if return_code == 130:
+        raise KeyboardInterrupt
+    return return_code
 
 
 def stages(only: str | None, scenario: str | None) -> list[tuple[str, list[str]]]:
@@ -56,7 +89,7 @@ def run_logged(stage: Stage, env: dict[str, str]) -> tuple[str, float, int]:
     log_path = logs / (name.replace(": ", "-").replace("/", "_").replace(" ", "_") + ".log")
     t0 = time.monotonic()
     with log_path.open("w") as log:
-        rc = subprocess.call(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        rc = call(name, argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - t0
     if rc != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-150:]
@@ -95,7 +128,7 @@ def main() -> int:
             continue
         LOG.info("==> %s", name)
         t0 = time.monotonic()
-        rc = subprocess.call(argv, cwd=ROOT, env=env)
+        rc = call(name, argv, env=env)
         results.append((name, time.monotonic() - t0, rc))
         LOG.info("<== %s: %s in %.0f s", name, "ok" if rc == 0 else f"FAILED (exit {rc})", results[-1][1])
     print("\nstage timings:")
