@@ -2,8 +2,8 @@
 
 A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
 writes) runs through the load balancer for the whole of each operation. The tests run in file
-order on the shared test fleet: release v1 (the site's), then v2, a broken v3, back to v2, back
-to v1, then an OS maintenance run. Each prints its figures in the session summary.
+order on the shared test fleet: release v1 (the site's), then v2 (which a site run without v2's
+source then refuses to undo), a broken v3, back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ def test_a_rolling_upgrade_fails_no_request(fleet: Fleet, sources: dict[str, Pat
     assert served_releases(fleet) == set(now.values())
     assert figures["before"].sent > 0 and figures["during"].sent > 0
     assert figures["during"].failed == 0, figures["during"].errors
+
+
+def test_site_without_the_upgraded_source_refuses_to_switch_back(fleet: Fleet) -> None:
+    """After an upgrade to v2, a site run that would build the default source (v1) stops first."""
+    before = releases(fleet)
+    proc = run_playbook(fleet.inventory, "playbooks/site.yml")
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, output[-2000:]
+    assert f"The app hosts run release {next(iter(before.values()))} (recorded on" in output, output[-2000:]
+    assert "-e site_allow_release_change=true" in output
+    assert "PLAY [Database tier]" not in output
+    assert releases(fleet) == before
 
 
 def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[str, Path]) -> None:
