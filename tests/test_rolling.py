@@ -108,6 +108,18 @@ def test_site_without_the_upgraded_source_refuses_to_switch_back(fleet: Fleet) -
     assert releases(fleet) == before
 
 
+def test_an_upgrade_whose_build_fails_changes_nothing_and_keeps_no_lock(fleet: Fleet, tmp_path: Path) -> None:
+    before = releases(fleet)
+    broken = variant(tmp_path, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={broken}")
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Nothing was changed and the deploy lock is released." in output, output[-3000:]
+    lock = ansible(fleet, "db", "ansible.builtin.stat", "path=/var/lib/django-cluster/deploy.lock")
+    assert '"exists": false' in lock.stdout, lock.stdout
+    assert releases(fleet) == before
+
+
 def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[str, Path]) -> None:
     first = subprocess.Popen([str(BIN / "ansible-playbook"), "-i", str(fleet.inventory),
                               str(ROOT / "playbooks/rolling_upgrade.yml"), "-e", f"django_app_source={sources['v2']}"],
