@@ -15,6 +15,7 @@ suite's and `make cluster`'s) can run side by side.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -174,10 +176,29 @@ def image_tag() -> str:
 
 
 def ensure_image() -> str:
-    """Build the host image unless an image with the recipe's tag exists; return the tag."""
+    """Build the host image unless an image with the recipe's tag exists; return the tag.
+
+    Builds are serialised through a lock file shared by every checkout on this machine: Molecule
+    scenarios that start side by side, or a test run next to `make cluster`, would otherwise each
+    build the same image and leave the losers' copies behind untagged.
+    """
     tag = image_tag()
     if docker("images", "-q", tag):
         return tag
+    with (Path(tempfile.gettempdir()) / f"{IMAGE_NAME}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            LOG.info("waiting for another build of the host image to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        # Another process may have built it while this one waited for the lock.
+        if docker("images", "-q", tag):
+            return tag
+        return build_image(tag)
+
+
+def build_image(tag: str) -> str:
+    """Build the host image from Debian packages of this machine's apt mirror; return the tag."""
     mirror, sources = apt_sources()
     if not shutil.which("debootstrap"):
         if os.geteuid() != 0 or not shutil.which("apt-get"):
