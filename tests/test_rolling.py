@@ -2,8 +2,9 @@
 
 A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
 writes) runs through the load balancer for the whole of each operation. The tests run in file
-order on the shared test fleet: release v1 (the site's), then v2 (which a site run without v2's
-source then refuses to undo), a broken v3, back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+order on the shared test fleet: a site run that must restart gunicorn, release v1 (the site's),
+then v2 (which a site run without v2's source then refuses to undo), a broken v3, back to v2, back
+to v1, then an OS maintenance run. Each prints its figures in the session summary.
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subpro
     for error in during.errors:
         report(f"  {label}: {error}")
     return proc, {"before": before, "during": during}
+
+
+def gunicorn_pids(fleet: Fleet) -> dict[str, str]:
+    """The main PID of each app host's gunicorn (host -> pid)."""
+    proc = ansible(fleet, "app", "ansible.builtin.command", "systemctl show -P MainPID exampleapp-gunicorn")
+    return dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\d+)$", proc.stdout, re.M))
+
+
+def test_site_restarts_a_changed_gunicorn_unit_host_by_host_without_a_failed_request(fleet: Fleet) -> None:
+    """A new graceful timeout changes the unit (TimeoutStopSec): each host restarts out of rotation."""
+    before = gunicorn_pids(fleet)
+    assert len(before) == len(fleet.groups["app"]), before
+    proc, figures = operate(fleet, "site, changed unit", "playbooks/site.yml", "-e", "django_app_graceful_timeout=31")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    after = gunicorn_pids(fleet)
+    assert after.keys() == before.keys() and all(after[host] != before[host] for host in before), (before, after)
+    timeout = ansible(fleet, "app", "ansible.builtin.command", "systemctl show -P TimeoutStopUSec exampleapp-gunicorn")
+    assert timeout.stdout.count("rc=0 >>\n36s\n") == len(before), timeout.stdout
+    assert figures["during"].failed == 0, figures["during"].errors
 
 
 def test_a_rolling_upgrade_fails_no_request(fleet: Fleet, sources: dict[str, Path]) -> None:
