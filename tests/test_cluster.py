@@ -63,6 +63,9 @@ def test_an_upload_through_one_app_host_is_served_by_every_app_host(fleet: Fleet
         assert got.status_code == 200 and got.content == payload, f"{host}: {got.status_code}"
     through_lb = new_session().get(lb_url(fleet, path), timeout=30)
     assert through_lb.status_code == 200 and through_lb.content == payload
+    # An uploaded file never runs as a page of the site.
+    assert through_lb.headers.get("X-Content-Type-Options") == "nosniff"
+    assert "sandbox" in through_lb.headers.get("Content-Security-Policy", "")
 
 
 def test_a_value_cached_by_one_app_host_is_read_by_another(fleet: Fleet) -> None:
