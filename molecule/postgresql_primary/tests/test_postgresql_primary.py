@@ -23,6 +23,7 @@ DB = USER = "app"
 PORT = 5432
 BACKUP_DIR = "/var/backups/postgresql"
 HEADROOM, RESERVED = 10, 3
+KEEP_COUNT = 7
 
 
 def other_host(name: str):
@@ -199,7 +200,17 @@ def test_backup_restores_into_a_scratch_database(host, app1, db_address):
 
 
 def test_replacing_the_live_database_keeps_a_fresh_backup(host, app1, db_address):
-    source = dumps(host)[-1]
+    # Retention is full and the dump restored is the oldest one kept, so a fresh backup that pruned
+    # would delete it before pg_restore reads it. The older names are copies of the newest dump.
+    newest = dumps(host)[-1]
+    older = [f"{DB}-1999{month:02d}01T000000.000Z.pgc" for month in range(1, KEEP_COUNT - len(dumps(host)) + 1)]
+    assert older, "the scenario already holds a full retention of dumps"
+    for name in older:
+        copy = host.run("runuser -u postgres -- cp %s/%s %s/%s", BACKUP_DIR, newest, BACKUP_DIR, name)
+        assert copy.rc == 0, copy.stderr
+    before = dumps(host)
+    assert len(before) == KEEP_COUNT
+    source = before[0]
     late = uuid.uuid4().hex
     insert = remote_psql(app1, db_address, f"CREATE TABLE IF NOT EXISTS marker (id serial, note text);"
                                            f"INSERT INTO marker (note) VALUES ('{late}')")
@@ -213,7 +224,10 @@ def test_replacing_the_live_database_keeps_a_fresh_backup(host, app1, db_address
     assert after.stdout.strip() == "0"
     # The fresh backup taken before the swap has that row.
     fresh = dumps(host)[-1]
-    assert fresh > source
+    assert fresh > newest
+    # Nothing was pruned (the restored dump included), and no second name of it stayed behind.
+    assert dumps(host) == sorted([*before, fresh])
+    assert sorted(host.run("ls -1A %s", BACKUP_DIR).stdout.split()) == dumps(host)
     contents = host.run("runuser -u postgres -- pg_restore --data-only --table=marker -f - %s/%s", BACKUP_DIR, fresh)
     assert late in contents.stdout
     # The replaced database is kept, with that row too.
