@@ -161,6 +161,26 @@ def test_restart_only_change_waits_and_server_keeps_running(host):
     assert on_disk == "200"
 
 
+def postmaster_pid(host) -> str:
+    return host.run("head -n1 %s/postmaster.pid", sql(host, "SHOW data_directory")).stdout.strip()
+
+
+def test_renamed_application_database_still_counts_as_in_use(host):
+    # A server whose application database has another name has served someone: a pending restart
+    # (max_connections 200, as side_effect left it) still waits for consent.
+    pid = postmaster_pid(host)
+    sql(host, f"ALTER DATABASE {DB} RENAME TO {DB}_renamed")
+    try:
+        rc, output = playbook(SCENARIO / "converge.yml", "-e", "postgresql_primary_max_connections=200")
+        assert rc == 0, output[-3000:]
+        assert postmaster_pid(host) == pid, "PostgreSQL was restarted without consent"
+        assert "WARNING: db1 still runs with the old values of max_connections" in output
+    finally:
+        # The run created an empty application database; the renamed one takes its place again.
+        sql(host, f"DROP DATABASE IF EXISTS {DB}")
+        sql(host, f"ALTER DATABASE {DB}_renamed RENAME TO {DB}")
+
+
 def test_budget_check_stops_a_too_small_max_connections():
     rc, output = playbook(SCENARIO / "preflight.yml", "-e", "postgresql_primary_max_connections=20")
     assert rc != 0
