@@ -165,6 +165,32 @@ def postmaster_pid(host) -> str:
     return host.run("head -n1 %s/postmaster.pid", sql(host, "SHOW data_directory")).stdout.strip()
 
 
+def demand(app1, threads: int) -> int:
+    """The connections the app tier (app1 alone) needs with this many gunicorn threads per worker."""
+    capacity = (2 * int(app1.run("nproc").stdout) + 1) * threads
+    return capacity * 2 + HEADROOM + RESERVED
+
+
+def drop_in(host) -> str:
+    return host.file("/etc/postgresql/15/main/conf.d/50-postgresql-primary.conf").content_string
+
+
+def test_app_tier_beyond_the_running_max_connections_stops_the_play(host, app1):
+    # More threads per worker than the server was started for: its max_connections stays the old one
+    # until a restart, and restarts are not allowed.
+    running = int(sql(host, "SHOW max_connections"))
+    assert demand(app1, 8) > running
+    pid, conf = postmaster_pid(host), drop_in(host)
+    rc, output = playbook(SCENARIO / "converge.yml", "-e", "cluster_app_threads=8")
+    assert rc != 0
+    assert f"db1 runs with max_connections {running}, but the app tier of 1 host(s) needs {demand(app1, 8)}" \
+        in output, output[-3000:]
+    assert "postgresql_primary_allow_restart=true" in output
+    # It stopped before changing anything.
+    assert postmaster_pid(host) == pid
+    assert drop_in(host) == conf
+
+
 def test_renamed_application_database_still_counts_as_in_use(host):
     # A server whose application database has another name has served someone: a pending restart
     # (max_connections 200, as side_effect left it) still waits for consent.
@@ -272,3 +298,13 @@ def test_retention_by_count_and_age(host):
     newest_first = sorted(before + new, reverse=True)
     assert kept == sorted(name for name in newest_first[:7] if name != old)
     assert old not in kept and recent[0] not in kept
+
+
+def test_allowed_restart_applies_a_larger_app_tier_first(host, app1):
+    # Last: it leaves the server restarted with the larger max_connections.
+    pid = postmaster_pid(host)
+    rc, output = playbook(SCENARIO / "converge.yml", "-e", "cluster_app_threads=8",
+                          "-e", "postgresql_primary_allow_restart=true")
+    assert rc == 0, output[-3000:]
+    assert int(sql(host, "SHOW max_connections")) == demand(app1, 8)
+    assert postmaster_pid(host) != pid
