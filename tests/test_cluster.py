@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from conftest import Fleet, run_playbook
-from helpers import ansible, app_host, lb_url, logged_in_session, new_session, secrets
+from helpers import ansible, app_host, lb_url, logged_in_session, new_session, present, secrets
 
 pytestmark = pytest.mark.usefixtures("site")
 
@@ -143,6 +143,6 @@ def test_site_refuses_to_run_into_a_rolling_operation(fleet: Fleet) -> None:
         # Only the lock's removal changed (counted on the host that ran it for the database
         # host): the cluster itself was converged already.
         assert changed and sum(int(n) for _, n in changed) == 1, changed
-        assert ansible(fleet, db, "ansible.builtin.stat", f"path={lock}").stdout.count('"exists": false') == 1
+        assert not present(fleet, db, lock)
     finally:
         ansible(fleet, db, "ansible.builtin.file", f"path={lock} state=absent")
