@@ -3,7 +3,8 @@
 A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
 writes) runs through the load balancer for the whole of each operation. The tests run in file
 order on the shared test fleet: release v1 (the site's), then v2 (which a site run without v2's
-source then refuses to undo), a broken v3, back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+source then refuses to undo), a broken v3 (whose lock a failing run then takes over and keeps),
+back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
 pytestmark = pytest.mark.usefixtures("site")
 BEFORE_SECONDS = 8
 EXAMPLE = ROOT / "examples" / "exampleapp"
+LOCK = "/var/lib/django-cluster/deploy.lock"
 
 
 def releases(fleet: Fleet) -> dict[str, str]:
@@ -63,6 +65,15 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Broken in a way the deployment checks cannot see: its health check fails at run time.
         "v3": variant(tmp, "v3", {"notes/views.py": ('problems = []', 'problems = ["release v3 is broken"]')}),
     }
+
+
+def unbuildable(tmp: Path) -> Path:
+    """A copy of the example project whose build fails (a requirement that does not exist)."""
+    return variant(tmp, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
+
+
+def lock_held(fleet: Fleet) -> bool:
+    return '"exists": true' in ansible(fleet, "db", "ansible.builtin.stat", f"path={LOCK}").stdout
 
 
 def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -110,13 +121,12 @@ def test_site_without_the_upgraded_source_refuses_to_switch_back(fleet: Fleet) -
 
 def test_an_upgrade_whose_build_fails_changes_nothing_and_keeps_no_lock(fleet: Fleet, tmp_path: Path) -> None:
     before = releases(fleet)
-    broken = variant(tmp_path, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
-    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={broken}")
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}")
     output = " ".join(proc.stdout.split())
     assert proc.returncode != 0
     assert "Nothing was changed and the deploy lock is released." in output, output[-3000:]
-    lock = ansible(fleet, "db", "ansible.builtin.stat", "path=/var/lib/django-cluster/deploy.lock")
-    assert '"exists": false' in lock.stdout, lock.stdout
+    assert not lock_held(fleet)
     assert releases(fleet) == before
 
 
@@ -125,7 +135,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
                               str(ROOT / "playbooks/rolling_upgrade.yml"), "-e", f"django_app_source={sources['v2']}"],
                              cwd=ROOT, env=ansible_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        lock = "test -e /var/lib/django-cluster/deploy.lock"
+        lock = f"test -e {LOCK}"
         deadline = time.monotonic() + 300
         while subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.shell",
                               "-a", lock], cwd=ROOT, env=ansible_env(), capture_output=True).returncode != 0:
@@ -155,6 +165,21 @@ def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[st
     assert figures["during"].failed == 0, figures["during"].errors
     # The broken host is out of rotation: every answer comes from the good release.
     assert served_releases(fleet) == {good[rest[0]]}
+
+
+def test_a_run_that_takes_over_the_lock_and_stops_early_keeps_it(fleet: Fleet, tmp_path: Path) -> None:
+    """After the broken release (its host drained, the record noting the upgrade), a run that
+    breaks the lock and whose build fails changes nothing, but must not free a half-upgraded cluster."""
+    before = releases(fleet)
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}", "-e", "deploy_lock_break=true")
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Nothing was changed" not in output, output[-3000:]
+    assert "this run took over the deploy lock of a run that did not finish (holder=" in output, output[-3000:]
+    assert re.search(r"the release record notes an upgrade to \S+ that did not finish", output), output[-3000:]
+    assert "The deploy lock stays taken." in output
+    assert releases(fleet) == before
 
 
 def test_a_rollback_after_a_failed_upgrade_restores_the_switched_host(fleet: Fleet) -> None:
