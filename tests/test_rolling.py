@@ -5,6 +5,7 @@ writes) runs through the load balancer for the whole of each operation. The test
 order on the shared test fleet: release v1 (the site's), then v2 (which a site run without v2's
 source then refuses to undo), a broken v3 (whose lock a failing run then takes over and keeps),
 back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+After each test the deploy lock must be gone, or held where the test's operation keeps it.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
     assert first.returncode == 0, out[-4000:]
 
 
+@pytest.mark.keeps_lock
 def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[str, Path]) -> None:
     good = releases(fleet)
     proc, figures = operate(fleet, "broken v3", "playbooks/rolling_upgrade.yml", "-e",
@@ -167,6 +169,7 @@ def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[st
     assert served_releases(fleet) == {good[rest[0]]}
 
 
+@pytest.mark.keeps_lock
 def test_a_run_that_takes_over_the_lock_and_stops_early_keeps_it(fleet: Fleet, tmp_path: Path) -> None:
     """After the broken release (its host drained, the record noting the upgrade), a run that
     breaks the lock and whose build fails changes nothing, but must not free a half-upgraded cluster."""
@@ -227,9 +230,16 @@ def test_the_deploy_log_records_each_operation(fleet: Fleet) -> None:
     assert "result=failed" in proc.stdout and "result=ok" in proc.stdout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_lock_left(fleet: Fleet) -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _lock_state_after_each_test(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[None]:
+    """After each test the deploy lock is gone, unless the test's operation keeps it on purpose
+    (marked keeps_lock). A lock left behind fails the test's teardown and is removed, so the tests
+    after it do not fail on it too."""
     yield
-    subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.file",
-                    "-a", "path=/var/lib/django-cluster/deploy.lock state=absent"],
-                   cwd=ROOT, env=ansible_env(), capture_output=True)
+    held = lock_held(fleet)
+    if request.node.get_closest_marker("keeps_lock"):
+        assert held, "the operation should have kept the deploy lock, but it is gone"
+        return
+    if held:
+        ansible(fleet, "db", "ansible.builtin.file", f"path={LOCK} state=absent")
+    assert not held, f"the deploy lock was left behind ({LOCK} on the db host; removed now)"
