@@ -74,7 +74,11 @@ def unbuildable(tmp: Path) -> Path:
 
 
 def lock_held(fleet: Fleet) -> bool:
-    return '"exists": true' in ansible(fleet, "db", "ansible.builtin.stat", f"path={LOCK}").stdout
+    """Whether the deploy lock exists, from a shell answer (ad-hoc module results print as YAML)."""
+    proc = ansible(fleet, "db", "ansible.builtin.shell", f"test -e {LOCK} && echo held || echo free")
+    answers = re.findall(r"^(held|free)$", proc.stdout, re.M)
+    assert len(answers) == 1, proc.stdout
+    return answers[0] == "held"
 
 
 def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
