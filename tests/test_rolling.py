@@ -64,7 +64,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "v2": variant(tmp, "v2", {"notes/templates/notes/base.html": ("</title>", " v2</title>")}),
         # Broken in a way the deployment checks cannot see: its health check fails at run time.
-        "v3": variant(tmp, "v3", {"notes/views.py": ('problems = []', 'problems = ["release v3 is broken"]')}),
+        "v3": variant(tmp, "v3", {"notes/views.py": ('failed = "database" in problems', 'failed = True')}),
     }
 
 
