@@ -30,6 +30,10 @@ def report(line: str) -> None:
     _REPORT.append(line)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "keeps_lock: the test's operation ends with the deploy lock taken, on purpose")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _REPORT:
         terminalreporter.section("figures")

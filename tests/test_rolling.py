@@ -3,8 +3,9 @@
 A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
 writes) runs through the load balancer for the whole of each operation. The tests run in file
 order on the shared test fleet: a site run that must restart gunicorn, release v1 (the site's),
-then v2 (which a site run without v2's source then refuses to undo), a broken v3, back to v2, back
-to v1, then an OS maintenance run. Each prints its figures in the session summary.
+then v2 (which a site run without v2's source then refuses to undo), a broken v3 (whose lock a
+failing run then takes over and keeps), back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+After each test the deploy lock must be gone, or held where the test's operation keeps it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, ROOT, Fleet, ansible_env, report, run_playbook
-from helpers import ansible, demo_password, lb_url, new_session, present
+from helpers import ansible, demo_password, lb_url, new_session
 
 sys.path.insert(0, str(ROOT / "tools"))
 from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
@@ -28,6 +29,7 @@ from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
 pytestmark = pytest.mark.usefixtures("site")
 BEFORE_SECONDS = 8
 EXAMPLE = ROOT / "examples" / "exampleapp"
+LOCK = "/var/lib/django-cluster/deploy.lock"
 
 
 def releases(fleet: Fleet) -> dict[str, str]:
@@ -64,6 +66,19 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Broken in a way the deployment checks cannot see: its health check fails at run time.
         "v3": variant(tmp, "v3", {"notes/views.py": ('failed = "database" in problems', 'failed = True')}),
     }
+
+
+def unbuildable(tmp: Path) -> Path:
+    """A copy of the example project whose build fails (a requirement that does not exist)."""
+    return variant(tmp, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
+
+
+def lock_held(fleet: Fleet) -> bool:
+    """Whether the deploy lock exists, from a shell answer (ad-hoc module results print as YAML)."""
+    proc = ansible(fleet, "db", "ansible.builtin.shell", f"test -e {LOCK} && echo held || echo free")
+    answers = re.findall(r"^(held|free)$", proc.stdout, re.M)
+    assert len(answers) == 1, proc.stdout
+    return answers[0] == "held"
 
 
 def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -130,12 +145,12 @@ def test_site_without_the_upgraded_source_refuses_to_switch_back(fleet: Fleet) -
 
 def test_an_upgrade_whose_build_fails_changes_nothing_and_keeps_no_lock(fleet: Fleet, tmp_path: Path) -> None:
     before = releases(fleet)
-    broken = variant(tmp_path, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
-    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={broken}")
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}")
     output = " ".join(proc.stdout.split())
     assert proc.returncode != 0
     assert "Nothing was changed and the deploy lock is released." in output, output[-3000:]
-    assert not present(fleet, next(iter(fleet.groups["db"])), "/var/lib/django-cluster/deploy.lock")
+    assert not lock_held(fleet)
     assert releases(fleet) == before
 
 
@@ -144,7 +159,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
                               str(ROOT / "playbooks/rolling_upgrade.yml"), "-e", f"django_app_source={sources['v2']}"],
                              cwd=ROOT, env=ansible_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        lock = "test -e /var/lib/django-cluster/deploy.lock"
+        lock = f"test -e {LOCK}"
         deadline = time.monotonic() + 300
         while subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.shell",
                               "-a", lock], cwd=ROOT, env=ansible_env(), capture_output=True).returncode != 0:
@@ -161,6 +176,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
     assert first.returncode == 0, out[-4000:]
 
 
+@pytest.mark.keeps_lock
 def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[str, Path]) -> None:
     good = releases(fleet)
     proc, figures = operate(fleet, "broken v3", "playbooks/rolling_upgrade.yml", "-e",
@@ -174,6 +190,22 @@ def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[st
     assert figures["during"].failed == 0, figures["during"].errors
     # The broken host is out of rotation: every answer comes from the good release.
     assert served_releases(fleet) == {good[rest[0]]}
+
+
+@pytest.mark.keeps_lock
+def test_a_run_that_takes_over_the_lock_and_stops_early_keeps_it(fleet: Fleet, tmp_path: Path) -> None:
+    """After the broken release (its host drained, the record noting the upgrade), a run that
+    breaks the lock and whose build fails changes nothing, but must not free a half-upgraded cluster."""
+    before = releases(fleet)
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}", "-e", "deploy_lock_break=true")
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Nothing was changed" not in output, output[-3000:]
+    assert "this run took over the deploy lock of a run that did not finish (holder=" in output, output[-3000:]
+    assert re.search(r"the release record notes an upgrade to \S+ that did not finish", output), output[-3000:]
+    assert "The deploy lock stays taken." in output
+    assert releases(fleet) == before
 
 
 def test_a_rollback_after_a_failed_upgrade_restores_the_switched_host(fleet: Fleet) -> None:
@@ -221,9 +253,16 @@ def test_the_deploy_log_records_each_operation(fleet: Fleet) -> None:
     assert "result=failed" in proc.stdout and "result=ok" in proc.stdout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_lock_left(fleet: Fleet) -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _lock_state_after_each_test(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[None]:
+    """After each test the deploy lock is gone, unless the test's operation keeps it on purpose
+    (marked keeps_lock). A lock left behind fails the test's teardown and is removed, so the tests
+    after it do not fail on it too."""
     yield
-    subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.file",
-                    "-a", "path=/var/lib/django-cluster/deploy.lock state=absent"],
-                   cwd=ROOT, env=ansible_env(), capture_output=True)
+    held = lock_held(fleet)
+    if request.node.get_closest_marker("keeps_lock"):
+        assert held, "the operation should have kept the deploy lock, but it is gone"
+        return
+    if held:
+        ansible(fleet, "db", "ansible.builtin.file", f"path={LOCK} state=absent")
+    assert not held, f"the deploy lock was left behind ({LOCK} on the db host; removed now)"
