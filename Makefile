@@ -23,6 +23,16 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
 	@echo "installing the pinned toolchain into $(VENV) (about two minutes)"
+	@# A fresh Debian lacks the venv module (python3-venv) and may lack the SSH client Ansible uses;
+	@# as root with apt, install them rather than fail (the fleet tool does the same for Docker).
+	@missing=""; python3 -c 'import ensurepip' 2>/dev/null || missing="python3-venv"; \
+	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $$missing"; apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	  else echo "missing: $$missing (install them, then re-run)"; exit 1; fi; \
+	fi
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt

@@ -8,6 +8,7 @@ fleet running after the session (to debug, or to re-run tests quickly).
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ _REPORT: list[str] = []
 def report(line: str) -> None:
     """Keep a line of figures for the end of the session (printed even when tests pass)."""
     _REPORT.append(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "keeps_lock: the test's operation ends with the deploy lock taken, on purpose")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -52,6 +57,19 @@ def ansible_env() -> dict[str, str]:
     """Environment for ansible-* commands run by tests: the project's config and venv."""
     return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                 PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def fill_vault(inventory: Path) -> Path:
+    """Write group_vars/all/vault.yml from the inventory's example, every placeholder replaced.
+
+    The guide's step "copy vault.yml.example and replace every value": the preflight refuses the
+    example's CHANGE-ME values, so a copy left unedited would not pass.
+    """
+    vault_dir = inventory / "group_vars" / "all"
+    example = yaml.safe_load((vault_dir / "vault.yml.example").read_text())
+    filled = {name: secrets.token_urlsafe(32) for name in example}
+    (vault_dir / "vault.yml").write_text(yaml.safe_dump(filled))
+    return vault_dir / "vault.yml"
 
 
 def run_playbook(inventory: Path, playbook: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:

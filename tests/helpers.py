@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import time
@@ -66,6 +67,14 @@ def ansible(fleet: Fleet, pattern: str, module: str, args: str) -> subprocess.Co
                           cwd=ROOT, env=ansible_env(), text=True, capture_output=True)
     assert proc.returncode == 0, f"{module} {args} on {pattern} failed:\n{proc.stdout[-2000:]}{proc.stderr[-1000:]}"
     return proc
+
+
+def present(fleet: Fleet, host: str, path: str) -> bool:
+    """Whether a path exists on one host of the fleet."""
+    proc = ansible(fleet, host, "ansible.builtin.shell", f"test -e {path} && echo present || echo absent")
+    answer = re.findall(rf"^{re.escape(host)} \| CHANGED \| rc=0 >>\n(present|absent)$", proc.stdout, re.M)
+    assert len(answer) == 1, proc.stdout
+    return answer[0] == "present"
 
 
 def _free_port() -> int:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, ansible_env
+from conftest import BIN, ROOT, ansible_env, fill_vault
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "digitalocean"
 REAL_API = "https://api.digitalocean.com/v2"
@@ -85,15 +85,14 @@ def fake_api() -> Iterator[FakeApi]:
 
 @pytest.fixture
 def do_inventory(tmp_path: Path, fake_api: FakeApi) -> Path:
-    """A copy of inventories/digitalocean whose plugin talks to the fake API, with example secrets."""
+    """A copy of inventories/digitalocean whose plugin talks to the fake API, with its vault filled in."""
     inventory = tmp_path / "digitalocean"
     shutil.copytree(ROOT / "inventories" / "digitalocean", inventory)
     config_file = inventory / "digitalocean.yml"
     config = yaml.safe_load(config_file.read_text())
     config.update(baseurl=fake_api.base_url, pagination=PER_PAGE)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    vault_dir = inventory / "group_vars" / "all"
-    shutil.copy(vault_dir / "vault.yml.example", vault_dir / "vault.yml")
+    fill_vault(inventory)
     return inventory
 
 
@@ -170,7 +169,7 @@ def test_ssh_goes_to_public_and_cluster_traffic_to_private_address(do_inventory:
 
 
 def test_preflight_accepts_the_digitalocean_inventory(do_inventory: Path) -> None:
-    """The example group_vars with the example secrets pass every check (no host is contacted)."""
+    """The example group_vars with a filled-in vault pass every check (no host is contacted)."""
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(do_inventory),
                            str(ROOT / "playbooks" / "preflight.yml")],
                           cwd=ROOT, env=do_env(), text=True, capture_output=True)

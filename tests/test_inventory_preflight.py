@@ -105,6 +105,14 @@ def unknown_media_backend(hosts: Inventory, variables: dict, secrets: dict) -> N
     variables["cluster_media_backend"] = "floppy"
 
 
+def domain_not_a_list(hosts: Inventory, variables: dict, secrets: dict) -> None:
+    variables["cluster_domains"] = "www.example.com"
+
+
+def no_domain(hosts: Inventory, variables: dict, secrets: dict) -> None:
+    variables["cluster_domains"] = []
+
+
 def no_django_secret(hosts: Inventory, variables: dict, secrets: dict) -> None:
     del secrets["vault_django_app_secret_key"]
 
@@ -131,6 +139,8 @@ BAD_INVENTORIES: dict[str, tuple[Edit, str]] = {
     "wrong type": (uid_not_a_number, "argument 'cluster_app_uid' is of type str and we were unable to convert to int"),
     "unknown choice": (unknown_media_backend,
                        "value of cluster_media_backend must be one of: auto, nfs, s3, got: floppy"),
+    "domain not a list": (domain_not_a_list, "cluster_domains must be a list of the site's domain names"),
+    "no domain": (no_domain, "it is []."),
     "missing vault secret": (no_django_secret, "needs the secret vault_django_app_secret_key"),
     "empty S3 secret": (no_s3_secret_key, "needs the secret vault_cluster_s3_secret_key"),
     "connection budget": (too_few_db_connections, "postgresql_primary_max_connections is 20, but the cluster needs"),

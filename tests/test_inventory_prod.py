@@ -7,13 +7,14 @@ checks they exercise run on the controller.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, ansible_env
+from conftest import BIN, ROOT, ansible_env, fill_vault
 
 PROD = ROOT / "inventories" / "prod"
 BAD = Path(__file__).resolve().parent / "fixtures" / "inventories"
@@ -63,15 +64,25 @@ def test_example_inventory_has_the_tiers_and_private_cluster_addresses() -> None
 
 
 def test_encrypted_vault_from_the_example_passes_preflight(prod_copy: Path, vault_password_file: Path) -> None:
-    """The guide's steps: copy vault.yml.example, encrypt it, give the password file; preflight passes."""
-    vault = prod_copy / "group_vars" / "all" / "vault.yml"
-    shutil.copy(vault.with_name("vault.yml.example"), vault)
+    """The guide's steps: copy vault.yml.example, fill it in, encrypt it, give the password file."""
+    vault = fill_vault(prod_copy)
     env = dict(ansible_env(), ANSIBLE_VAULT_PASSWORD_FILE=str(vault_password_file))
     subprocess.run([str(BIN / "ansible-vault"), "encrypt", str(vault)], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     assert vault.read_text().startswith(VAULT_HEADER)
     proc = preflight(prod_copy, env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_example_placeholders_are_refused(prod_copy: Path) -> None:
+    """A vault copied from the example but not filled in would make the passwords public: refused."""
+    vault_dir = prod_copy / "group_vars" / "all"
+    shutil.copy(vault_dir / "vault.yml.example", vault_dir / "vault.yml")
+    proc = preflight(prod_copy)
+    assert proc.returncode != 0
+    output = " ".join(proc.stdout.split())
+    for secret in ("vault_cluster_db_password", "vault_django_app_secret_key", "vault_haproxy_stats_password"):
+        assert re.search(rf"needs the secret {secret} \([^)]*\), but it is still the example placeholder", output)
 
 
 def test_missing_vault_file_names_every_missing_secret(prod_copy: Path) -> None:

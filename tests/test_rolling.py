@@ -2,8 +2,10 @@
 
 A bounded load (a few clients mixing page views, logged-in pages, static files, uploads and
 writes) runs through the load balancer for the whole of each operation. The tests run in file
-order on the shared test fleet: release v1 (the site's), then v2 (which a site run without v2's
-source then refuses to undo), a broken v3, back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+order on the shared test fleet: a site run that must restart gunicorn, release v1 (the site's),
+then v2 (which a site run without v2's source then refuses to undo), a broken v3 (whose lock a
+failing run then takes over and keeps), back to v2, back to v1, then an OS maintenance run. Each prints its figures in the session summary.
+After each test the deploy lock must be gone, or held where the test's operation keeps it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
 pytestmark = pytest.mark.usefixtures("site")
 BEFORE_SECONDS = 8
 EXAMPLE = ROOT / "examples" / "exampleapp"
+LOCK = "/var/lib/django-cluster/deploy.lock"
 
 
 def releases(fleet: Fleet) -> dict[str, str]:
@@ -61,8 +64,21 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "v2": variant(tmp, "v2", {"notes/templates/notes/base.html": ("</title>", " v2</title>")}),
         # Broken in a way the deployment checks cannot see: its health check fails at run time.
-        "v3": variant(tmp, "v3", {"notes/views.py": ('problems = []', 'problems = ["release v3 is broken"]')}),
+        "v3": variant(tmp, "v3", {"notes/views.py": ('failed = "database" in problems', 'failed = True')}),
     }
+
+
+def unbuildable(tmp: Path) -> Path:
+    """A copy of the example project whose build fails (a requirement that does not exist)."""
+    return variant(tmp, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
+
+
+def lock_held(fleet: Fleet) -> bool:
+    """Whether the deploy lock exists, from a shell answer (ad-hoc module results print as YAML)."""
+    proc = ansible(fleet, "db", "ansible.builtin.shell", f"test -e {LOCK} && echo held || echo free")
+    answers = re.findall(r"^(held|free)$", proc.stdout, re.M)
+    assert len(answers) == 1, proc.stdout
+    return answers[0] == "held"
 
 
 def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -82,6 +98,25 @@ def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subpro
     for error in during.errors:
         report(f"  {label}: {error}")
     return proc, {"before": before, "during": during}
+
+
+def gunicorn_pids(fleet: Fleet) -> dict[str, str]:
+    """The main PID of each app host's gunicorn (host -> pid)."""
+    proc = ansible(fleet, "app", "ansible.builtin.command", "systemctl show -P MainPID exampleapp-gunicorn")
+    return dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\d+)$", proc.stdout, re.M))
+
+
+def test_site_restarts_a_changed_gunicorn_unit_host_by_host_without_a_failed_request(fleet: Fleet) -> None:
+    """A new graceful timeout changes the unit (TimeoutStopSec): each host restarts out of rotation."""
+    before = gunicorn_pids(fleet)
+    assert len(before) == len(fleet.groups["app"]), before
+    proc, figures = operate(fleet, "site, changed unit", "playbooks/site.yml", "-e", "django_app_graceful_timeout=31")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    after = gunicorn_pids(fleet)
+    assert after.keys() == before.keys() and all(after[host] != before[host] for host in before), (before, after)
+    timeout = ansible(fleet, "app", "ansible.builtin.command", "systemctl show -P TimeoutStopUSec exampleapp-gunicorn")
+    assert timeout.stdout.count("rc=0 >>\n36s\n") == len(before), timeout.stdout
+    assert figures["during"].failed == 0, figures["during"].errors
 
 
 def test_a_rolling_upgrade_fails_no_request(fleet: Fleet, sources: dict[str, Path]) -> None:
@@ -110,13 +145,12 @@ def test_site_without_the_upgraded_source_refuses_to_switch_back(fleet: Fleet) -
 
 def test_an_upgrade_whose_build_fails_changes_nothing_and_keeps_no_lock(fleet: Fleet, tmp_path: Path) -> None:
     before = releases(fleet)
-    broken = variant(tmp_path, "unbuildable", {"requirements.txt": ("\n", "\nno-such-distribution-here==0.0.1\n")})
-    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml", "-e", f"django_app_source={broken}")
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}")
     output = " ".join(proc.stdout.split())
     assert proc.returncode != 0
     assert "Nothing was changed and the deploy lock is released." in output, output[-3000:]
-    lock = ansible(fleet, "db", "ansible.builtin.stat", "path=/var/lib/django-cluster/deploy.lock")
-    assert '"exists": false' in lock.stdout, lock.stdout
+    assert not lock_held(fleet)
     assert releases(fleet) == before
 
 
@@ -125,7 +159,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
                               str(ROOT / "playbooks/rolling_upgrade.yml"), "-e", f"django_app_source={sources['v2']}"],
                              cwd=ROOT, env=ansible_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        lock = "test -e /var/lib/django-cluster/deploy.lock"
+        lock = f"test -e {LOCK}"
         deadline = time.monotonic() + 300
         while subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.shell",
                               "-a", lock], cwd=ROOT, env=ansible_env(), capture_output=True).returncode != 0:
@@ -142,6 +176,7 @@ def test_a_second_upgrade_is_refused_while_one_runs(fleet: Fleet, sources: dict[
     assert first.returncode == 0, out[-4000:]
 
 
+@pytest.mark.keeps_lock
 def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[str, Path]) -> None:
     good = releases(fleet)
     proc, figures = operate(fleet, "broken v3", "playbooks/rolling_upgrade.yml", "-e",
@@ -155,6 +190,22 @@ def test_a_broken_release_stops_at_the_first_host(fleet: Fleet, sources: dict[st
     assert figures["during"].failed == 0, figures["during"].errors
     # The broken host is out of rotation: every answer comes from the good release.
     assert served_releases(fleet) == {good[rest[0]]}
+
+
+@pytest.mark.keeps_lock
+def test_a_run_that_takes_over_the_lock_and_stops_early_keeps_it(fleet: Fleet, tmp_path: Path) -> None:
+    """After the broken release (its host drained, the record noting the upgrade), a run that
+    breaks the lock and whose build fails changes nothing, but must not free a half-upgraded cluster."""
+    before = releases(fleet)
+    proc = run_playbook(fleet.inventory, "playbooks/rolling_upgrade.yml",
+                        "-e", f"django_app_source={unbuildable(tmp_path)}", "-e", "deploy_lock_break=true")
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0
+    assert "Nothing was changed" not in output, output[-3000:]
+    assert "this run took over the deploy lock of a run that did not finish (holder=" in output, output[-3000:]
+    assert re.search(r"the release record notes an upgrade to \S+ that did not finish", output), output[-3000:]
+    assert "The deploy lock stays taken." in output
+    assert releases(fleet) == before
 
 
 def test_a_rollback_after_a_failed_upgrade_restores_the_switched_host(fleet: Fleet) -> None:
@@ -202,9 +253,16 @@ def test_the_deploy_log_records_each_operation(fleet: Fleet) -> None:
     assert "result=failed" in proc.stdout and "result=ok" in proc.stdout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_lock_left(fleet: Fleet) -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def _lock_state_after_each_test(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[None]:
+    """After each test the deploy lock is gone, unless the test's operation keeps it on purpose
+    (marked keeps_lock). A lock left behind fails the test's teardown and is removed, so the tests
+    after it do not fail on it too."""
     yield
-    subprocess.run([str(BIN / "ansible"), "-i", str(fleet.inventory), "db", "-m", "ansible.builtin.file",
-                    "-a", "path=/var/lib/django-cluster/deploy.lock state=absent"],
-                   cwd=ROOT, env=ansible_env(), capture_output=True)
+    held = lock_held(fleet)
+    if request.node.get_closest_marker("keeps_lock"):
+        assert held, "the operation should have kept the deploy lock, but it is gone"
+        return
+    if held:
+        ansible(fleet, "db", "ansible.builtin.file", f"path={LOCK} state=absent")
+    assert not held, f"the deploy lock was left behind ({LOCK} on the db host; removed now)"

@@ -2,7 +2,7 @@
 """Stand-in app host for the HAProxy scenario: answers like a Django app behind the load balancer.
 
 GET /healthz      200, or 503 while the flag file exists (a failing app host)
-GET /slow?s=N     waits N seconds (at most 30), then answers like any other path
+GET /slow?s=N     waits N seconds (at most 50, under HAProxy's server timeout), then answers like any other path
 any other path    JSON: this host's name, the client address HAProxy connected from, the headers
 
 Like Django's ALLOWED_HOSTS it answers 400 to a Host header it does not serve, so a health check
@@ -38,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200 if healthy else 503, {"healthy": healthy})
         else:
             if url.path == "/slow":
-                time.sleep(min(float(parse_qs(url.query).get("s", ["1"])[0]), 30))
+                time.sleep(min(float(parse_qs(url.query).get("s", ["1"])[0]), 50))
             self.answer(200, {"host": socket.gethostname(), "client": self.client_address[0],
                               "path": self.path, "headers": {k: v for k, v in self.headers.items()}})
 

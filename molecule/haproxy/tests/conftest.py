@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ T = TypeVar("T")
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 BACKEND = "app"
 CERT_PATH = "/etc/haproxy/ssl/site.pem"
+SERVER_PLAYBOOK = Path(__file__).resolve().parent.parent / "server.yml"
 
 
 def wait_until(check: Callable[[], T], timeout: float = 20, interval: float = 0.3) -> T:
@@ -29,6 +32,16 @@ def wait_until(check: Callable[[], T], timeout: float = 20, interval: float = 0.
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def switch_server(host: str, state: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Drain (`drained`) or enable an app server the way the rolling playbooks do: server.yml runs
+    the haproxy role's `server` entry point for `host`, delegated to the load balancer. Its output,
+    errors included, is in `stdout`."""
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
+                           "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SERVER_PLAYBOOK),
+                           "--limit", host, "-e", f"haproxy_verify_state={state}", *extra],
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
 
 
 def _host(name: str):

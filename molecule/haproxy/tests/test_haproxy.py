@@ -6,14 +6,18 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 
 import pytest
 import requests
-from conftest import ADMIN_SOCKET, BACKEND, RuntimeApi, Site, wait_until
+from conftest import BACKEND, RuntimeApi, Site, switch_server, wait_until
 from cryptography import x509
 
 STATS_PORT = 8404
+# How long the request open during a drain lasts: long enough for ansible-playbook to start and
+# drain the server on a loaded machine, shorter than HAProxy's server timeout.
+SLOW_SECONDS = 45
 
 
 def test_requests_spread_over_both_app_hosts(site: Site) -> None:
@@ -32,27 +36,71 @@ def test_failing_host_leaves_rotation_and_comes_back(site: Site, apps, runtime: 
     assert "app2" in site.spread(4)
 
 
-def test_drained_host_finishes_open_requests_and_gets_no_new_ones(site: Site, lb, runtime: RuntimeApi) -> None:
-    slow: dict[str, requests.Response] = {}
-    # Long enough to outlast the drain and the checks below on a loaded machine (the module run
-    # alone took over 4 s there). The test then waits for it to finish on the drained host.
-    request = threading.Thread(target=lambda: slow.update(response=site.get("/slow?s=20", timeout=40)))
+def test_drained_host_finishes_open_requests_and_gets_no_new_ones(site: Site, runtime: RuntimeApi) -> None:
+    slow: dict[str, object] = {}
+    drain: dict[str, object] = {}
+
+    def slow_request() -> None:
+        slow["response"] = site.get(f"/slow?s={SLOW_SECONDS}", timeout=SLOW_SECONDS + 30)
+        slow["ended"] = time.monotonic()
+
+    def drain_host(name: str) -> None:
+        drain["proc"] = switch_server(name, "drained")
+        drain["ended"] = time.monotonic()
+
+    request = threading.Thread(target=slow_request)
+    runner: threading.Thread | None = None
     request.start()
     try:
         busy = wait_until(lambda: [n for n, row in runtime.stat().items() if int(row["scur"]) > 0], timeout=3)
         assert len(busy) == 1, "the slow request is not open on exactly one server"
         drained, other = busy[0], ({"app1", "app2"} - set(busy)).pop()
-        # The way the upgrade playbook drains a host.
-        result = lb.ansible("community.general.haproxy",
-                            f"state=drain host={drained} backend={BACKEND} socket={ADMIN_SOCKET}", check=False)
-        assert not result.get("failed"), result.get("msg")
+        # The way the rolling playbooks drain a host: the role's `server` entry point, which waits
+        # for the open request before it puts the server in maintenance.
+        runner = threading.Thread(target=drain_host, args=(drained,))
+        runner.start()
+        assert wait_until(lambda: runtime.status(drained) != "UP" or "proc" in drain, timeout=SLOW_SECONDS), \
+            "the drain never started"
         assert runtime.status(drained) == "DRAIN"
         assert set(site.spread(10)) == {other}
-        assert slow.get("response") is None, "the slow request ended before the drain was checked"
+        assert "response" not in slow, "the slow request ended before the drain was checked"
     finally:
-        request.join(timeout=40)
+        request.join(timeout=SLOW_SECONDS + 30)
+        if runner is not None:
+            runner.join(timeout=SLOW_SECONDS + 120)
+    assert "proc" in drain, "the drain did not end"
+    proc = drain["proc"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert drain["ended"] >= slow["ended"], "the drain ended before the open request did"
+    assert runtime.status(drained) == "MAINT"
     assert slow["response"].status_code == 200
     assert slow["response"].json()["host"] == drained
+
+
+def test_a_down_host_is_drained_and_put_back_once_fixed(site: Site, apps, runtime: RuntimeApi) -> None:
+    # A host failing its health checks never reports DRAIN: waiting for that would time out and
+    # stop a rolling run that reaches it.
+    apps["app2"].run_test("touch /run/echo-app/unhealthy")
+    assert wait_until(lambda: runtime.status("app2") == "DOWN", timeout=10), runtime.stat()["app2"]
+    drained = switch_server("app2", "drained")
+    assert drained.returncode == 0, drained.stdout[-3000:]
+    assert runtime.status("app2") == "MAINT"
+    # What a rolling run does next: fix the host, then put it back.
+    apps["app2"].run_test("rm /run/echo-app/unhealthy")
+    enabled = switch_server("app2", "enabled")
+    assert enabled.returncode == 0, enabled.stdout[-3000:]
+    # Back in rotation at once ("UP 1/2" while its check count fills up), fully UP within seconds.
+    assert runtime.status("app2").startswith("UP"), runtime.stat()["app2"]
+    assert wait_until(lambda: runtime.status("app2") == "UP", timeout=10), runtime.stat()["app2"]
+    assert "app2" in site.spread(4)
+
+
+@pytest.mark.parametrize("state", ["drained", "enabled"])
+def test_a_server_missing_from_the_backend_is_an_error(runtime: RuntimeApi, state: str) -> None:
+    proc = switch_server("app1", state, "-e", "haproxy_server_name=app9")
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert f"'{BACKEND}/app9' was not found" in proc.stdout, proc.stdout[-3000:]
+    assert runtime.status("app1") == "UP"
 
 
 def _reload(lb, runtime: RuntimeApi) -> None:

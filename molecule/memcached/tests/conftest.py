@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -31,6 +34,25 @@ def private_address(host) -> str:
 def memcached_talk(host, address: str, port: int, *lines: str):
     """Run the raw client on `host` against address:port; return testinfra's CommandResult."""
     return host.run("python3 -c %s %s %s " + " ".join(["%s"] * len(lines)), RAW_CLIENT, address, str(port), *lines)
+
+
+def tcp_connect(host, address: str, port: int):
+    """Open one TCP connection from `host` to address:port, giving up after 3 s; return the CommandResult.
+
+    rc 0: connected; rc 1 with "refused" in stderr: reset at once; rc 124: no answer in time.
+    """
+    return host.run("timeout 3 bash -c %s", f"</dev/tcp/{address}/{port}")
+
+
+def converge(*extra_args: str) -> None:
+    """Run the scenario's converge playbook again, the way an operator re-runs the role."""
+    scenario = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent),
+         str(scenario / "converge.yml"), *extra_args],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
 def stats(host, address: str, port: int, *command: str) -> dict[str, str]:
@@ -72,6 +94,12 @@ def cache_hosts(inventory) -> dict[str, object]:
 def client_host(inventory):
     """The scenario's app host: the one client allowed to use the cache."""
     return testinfra.get_host("ansible://client1", ansible_inventory=inventory)
+
+
+@pytest.fixture(scope="session")
+def outsider_host(inventory):
+    """A host on the same private network outside the app group: the load balancer."""
+    return testinfra.get_host("ansible://lb1", ansible_inventory=inventory)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,41 @@
-"""From the controller, through Django's cache settings: keys spread over every cache host."""
+"""From the app host, through Django's cache settings: keys spread over every cache host."""
 
 import json
 import secrets
 
-import django
 import pytest
-from django.conf import settings
-from pymemcache.client.base import Client
 
 testinfra_hosts = ["app"]
+
+# Run on the app host with the distribution's Django and pymemcache: write a hundred keys through
+# Django's cache configured like the app's, read them back, then ask each cache host directly
+# which of them it holds. Prints the result as JSON.
+DJANGO_PROBE = """
+import json, sys
+import django
+from django.conf import settings
+endpoints, run = json.loads(sys.argv[1]), sys.argv[2]
+settings.configure(CACHES={"default": {
+    "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+    "LOCATION": endpoints,
+    "OPTIONS": {"connect_timeout": 3, "timeout": 3},
+}})
+django.setup()
+from django.core.cache import cache
+from pymemcache.client.base import Client
+written = {f"spread-{run}-{i}": i for i in range(100)}
+cache.set_many(written, timeout=300)
+stored = [cache.make_key(k) for k in written]
+per_host = {}
+for endpoint in endpoints:
+    address, port = endpoint.rsplit(":", 1)
+    direct = Client((address, int(port)), connect_timeout=3, timeout=3)
+    try:
+        per_host[endpoint] = sorted(direct.get_many(stored))
+    finally:
+        direct.close()
+print(json.dumps({"read_back": cache.get_many(list(written)) == written, "stored": stored, "per_host": per_host}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -19,40 +46,12 @@ def endpoints(host, cache_addresses, cache_port) -> list[str]:
     return given
 
 
-@pytest.fixture(scope="module")
-def django_cache(endpoints):
-    """Django's default cache, configured the way the app hosts configure it."""
-    if not settings.configured:
-        settings.configure(
-            CACHES={
-                "default": {
-                    "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
-                    "LOCATION": endpoints,
-                    "OPTIONS": {"connect_timeout": 3, "timeout": 3},
-                }
-            }
-        )
-        django.setup()
-    from django.core.cache import caches
-
-    return caches["default"]
-
-
-def test_keys_from_django_land_on_every_cache_host(django_cache, endpoints):
-    run = secrets.token_hex(4)
-    written = {f"spread-{run}-{i}": i for i in range(100)}
-    django_cache.set_many(written, timeout=300)
-    assert django_cache.get_many(list(written)) == written
-
-    stored_keys = [django_cache.make_key(k) for k in written]
-    per_host = {}
-    for endpoint in endpoints:
-        address, port = endpoint.rsplit(":", 1)
-        direct = Client((address, int(port)), connect_timeout=3, timeout=3)
-        try:
-            per_host[endpoint] = set(direct.get_many(stored_keys))
-        finally:
-            direct.close()
+def test_keys_from_django_land_on_every_cache_host(host, endpoints):
+    result = host.run("python3 -c %s %s %s", DJANGO_PROBE, json.dumps(endpoints), secrets.token_hex(4))
+    assert result.rc == 0, result.stderr
+    probe = json.loads(result.stdout)
+    assert probe["read_back"], "Django did not read back the values it wrote"
+    per_host = probe["per_host"]
     assert all(per_host.values()), f"a cache host holds none of the keys: { {e: len(k) for e, k in per_host.items()} }"
-    assert sum(len(keys) for keys in per_host.values()) == len(written)
-    assert set().union(*per_host.values()) == set(stored_keys)
+    assert sum(len(keys) for keys in per_host.values()) == len(probe["stored"]) == 100
+    assert set().union(*per_host.values()) == set(probe["stored"])

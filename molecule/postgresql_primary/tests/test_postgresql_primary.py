@@ -23,6 +23,7 @@ DB = USER = "app"
 PORT = 5432
 BACKUP_DIR = "/var/backups/postgresql"
 HEADROOM, RESERVED = 10, 3
+KEEP_COUNT = 7
 
 
 def other_host(name: str):
@@ -160,6 +161,52 @@ def test_restart_only_change_waits_and_server_keeps_running(host):
     assert on_disk == "200"
 
 
+def postmaster_pid(host) -> str:
+    return host.run("head -n1 %s/postmaster.pid", sql(host, "SHOW data_directory")).stdout.strip()
+
+
+def demand(app1, threads: int) -> int:
+    """The connections the app tier (app1 alone) needs with this many gunicorn threads per worker."""
+    capacity = (2 * int(app1.run("nproc").stdout) + 1) * threads
+    return capacity * 2 + HEADROOM + RESERVED
+
+
+def drop_in(host) -> str:
+    return host.file("/etc/postgresql/15/main/conf.d/50-postgresql-primary.conf").content_string
+
+
+def test_app_tier_beyond_the_running_max_connections_stops_the_play(host, app1):
+    # More threads per worker than the server was started for: its max_connections stays the old one
+    # until a restart, and restarts are not allowed.
+    running = int(sql(host, "SHOW max_connections"))
+    assert demand(app1, 8) > running
+    pid, conf = postmaster_pid(host), drop_in(host)
+    rc, output = playbook(SCENARIO / "converge.yml", "-e", "cluster_app_threads=8")
+    assert rc != 0
+    assert f"db1 runs with max_connections {running}, but the app tier of 1 host(s) needs {demand(app1, 8)}" \
+        in output, output[-3000:]
+    assert "postgresql_primary_allow_restart=true" in output
+    # It stopped before changing anything.
+    assert postmaster_pid(host) == pid
+    assert drop_in(host) == conf
+
+
+def test_renamed_application_database_still_counts_as_in_use(host):
+    # A server whose application database has another name has served someone: a pending restart
+    # (max_connections 200, as side_effect left it) still waits for consent.
+    pid = postmaster_pid(host)
+    sql(host, f"ALTER DATABASE {DB} RENAME TO {DB}_renamed")
+    try:
+        rc, output = playbook(SCENARIO / "converge.yml", "-e", "postgresql_primary_max_connections=200")
+        assert rc == 0, output[-3000:]
+        assert postmaster_pid(host) == pid, "PostgreSQL was restarted without consent"
+        assert "WARNING: db1 still runs with the old values of max_connections" in output
+    finally:
+        # The run created an empty application database; the renamed one takes its place again.
+        sql(host, f"DROP DATABASE IF EXISTS {DB}")
+        sql(host, f"ALTER DATABASE {DB}_renamed RENAME TO {DB}")
+
+
 def test_budget_check_stops_a_too_small_max_connections():
     rc, output = playbook(SCENARIO / "preflight.yml", "-e", "postgresql_primary_max_connections=20")
     assert rc != 0
@@ -199,7 +246,17 @@ def test_backup_restores_into_a_scratch_database(host, app1, db_address):
 
 
 def test_replacing_the_live_database_keeps_a_fresh_backup(host, app1, db_address):
-    source = dumps(host)[-1]
+    # Retention is full and the dump restored is the oldest one kept, so a fresh backup that pruned
+    # would delete it before pg_restore reads it. The older names are copies of the newest dump.
+    newest = dumps(host)[-1]
+    older = [f"{DB}-1999{month:02d}01T000000.000Z.pgc" for month in range(1, KEEP_COUNT - len(dumps(host)) + 1)]
+    assert older, "the scenario already holds a full retention of dumps"
+    for name in older:
+        copy = host.run("runuser -u postgres -- cp %s/%s %s/%s", BACKUP_DIR, newest, BACKUP_DIR, name)
+        assert copy.rc == 0, copy.stderr
+    before = dumps(host)
+    assert len(before) == KEEP_COUNT
+    source = before[0]
     late = uuid.uuid4().hex
     insert = remote_psql(app1, db_address, f"CREATE TABLE IF NOT EXISTS marker (id serial, note text);"
                                            f"INSERT INTO marker (note) VALUES ('{late}')")
@@ -213,7 +270,10 @@ def test_replacing_the_live_database_keeps_a_fresh_backup(host, app1, db_address
     assert after.stdout.strip() == "0"
     # The fresh backup taken before the swap has that row.
     fresh = dumps(host)[-1]
-    assert fresh > source
+    assert fresh > newest
+    # Nothing was pruned (the restored dump included), and no second name of it stayed behind.
+    assert dumps(host) == sorted([*before, fresh])
+    assert sorted(host.run("ls -1A %s", BACKUP_DIR).stdout.split()) == dumps(host)
     contents = host.run("runuser -u postgres -- pg_restore --data-only --table=marker -f - %s/%s", BACKUP_DIR, fresh)
     assert late in contents.stdout
     # The replaced database is kept, with that row too.
@@ -238,3 +298,13 @@ def test_retention_by_count_and_age(host):
     newest_first = sorted(before + new, reverse=True)
     assert kept == sorted(name for name in newest_first[:7] if name != old)
     assert old not in kept and recent[0] not in kept
+
+
+def test_allowed_restart_applies_a_larger_app_tier_first(host, app1):
+    # Last: it leaves the server restarted with the larger max_connections.
+    pid = postmaster_pid(host)
+    rc, output = playbook(SCENARIO / "converge.yml", "-e", "cluster_app_threads=8",
+                          "-e", "postgresql_primary_allow_restart=true")
+    assert rc == 0, output[-3000:]
+    assert int(sql(host, "SHOW max_connections")) == demand(app1, 8)
+    assert postmaster_pid(host) != pid

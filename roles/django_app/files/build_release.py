@@ -28,19 +28,28 @@ from pathlib import Path
 
 LOG = logging.getLogger("build_release")
 
-# Never part of a release: caches, VCS data, virtualenvs and what a developer's runs produce.
-DEFAULT_EXCLUDES = ("__pycache__", "*.pyc", ".git", ".hg", ".venv", "venv", "node_modules", ".pytest_cache",
-                    "media", "staticfiles", "RELEASE", "*.sqlite3")
+# Never part of a release: caches, VCS data, virtualenvs, what a developer's runs produce and
+# local secrets (.env files: the hosts get their settings from the role, never from the source).
+# As in .gitignore, a pattern matches a name at any depth, and one that starts with "/" only at the
+# top of the project: a project's own media/ or staticfiles/ output is left out, an app's
+# static/app/media/ directory is not.
+DEFAULT_EXCLUDES = ("__pycache__", "*.pyc", ".git", ".hg", ".venv", "node_modules", ".pytest_cache", "*.sqlite3",
+                    ".env", ".env.*", "/venv", "/media", "/staticfiles", "/RELEASE")
+
+
+def excluded(rel: Path, excludes: tuple[str, ...]) -> bool:
+    """Whether a path relative to the source matches an exclude pattern (see DEFAULT_EXCLUDES)."""
+    return any(fnmatch.fnmatch(rel.as_posix(), pat[1:]) if pat.startswith("/") else fnmatch.fnmatch(rel.name, pat)
+               for pat in excludes)
 
 
 def source_files(source: Path, excludes: tuple[str, ...]) -> list[Path]:
-    """Files of the source tree, relative to it, sorted, without excluded names at any depth."""
+    """Files of the source tree, relative to it, sorted, without the excluded ones."""
     found = []
     for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not any(fnmatch.fnmatch(d, pat) for pat in excludes))
-        for name in files:
-            if not any(fnmatch.fnmatch(name, pat) for pat in excludes):
-                found.append((Path(root) / name).relative_to(source))
+        rel_root = Path(root).relative_to(source)
+        dirs[:] = sorted(d for d in dirs if not excluded(rel_root / d, excludes))
+        found.extend(rel_root / name for name in files if not excluded(rel_root / name, excludes))
     return sorted(found)
 
 
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--platform", required=True, help="wheel platform tag, such as manylinux2014_x86_64")
     parser.add_argument("--out", required=True, type=Path, help="where artifacts are kept")
     parser.add_argument("--name", default="release", help="artifact name prefix")
-    parser.add_argument("--exclude", action="append", default=[], help="another name pattern to leave out")
+    parser.add_argument("--exclude", action="append", default=[], help="another pattern to leave out (a name; /path for the top only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="build_release: %(message)s", stream=sys.stderr)
     result = build(args.source.expanduser().resolve(), args.requirements.expanduser().resolve(), args.pythons,
