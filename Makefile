@@ -22,7 +22,7 @@ help:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
-	@echo "installing the pinned toolchain into $(VENV) (about two minutes)"
+	@echo "installing the pinned toolchain into $(VENV) (about a minute)"
 	@# A fresh Debian lacks the venv module (python3-venv) and may lack the SSH client Ansible uses;
 	@# as root with apt, install them rather than fail (the fleet tool does the same for Docker).
 	@missing=""; python3 -c 'import ensurepip' 2>/dev/null || missing="python3-venv"; \

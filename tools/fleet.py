@@ -205,7 +205,7 @@ def build_image(tag: str) -> str:
             raise SystemExit("debootstrap is needed to build the host image")
         LOG.warning("installing debootstrap to build the host image")
         run(["apt-get", "install", "-y", "-q", "debootstrap"])
-    LOG.info("building host image %s from %s (about a minute)", tag, mirror)
+    LOG.info("building host image %s from %s (under two minutes)", tag, mirror)
     STATE_DIR.mkdir(exist_ok=True)
     sources_file = STATE_DIR / "image.sources"
     sources_file.write_text(sources)
