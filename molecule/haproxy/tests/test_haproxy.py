@@ -190,6 +190,15 @@ def test_stats_listen_on_the_private_address_only(lb, lb_address: str) -> None:
     assert not lb.socket(f"tcp://0.0.0.0:{STATS_PORT}").is_listening
 
 
+def test_runtime_api_is_closed_to_other_users(lb) -> None:
+    """The admin socket drains and disables servers: no access for users outside its group."""
+    sock = lb.file("/run/haproxy/admin.sock")
+    assert sock.is_socket
+    assert sock.mode & 0o007 == 0, oct(sock.mode)
+    as_nobody = lb.run("echo 'show info' | runuser -u nobody -- socat -t 2 - UNIX-CONNECT:/run/haproxy/admin.sock")
+    assert as_nobody.rc != 0 and "Uptime" not in as_nobody.stdout, as_nobody.stdout
+
+
 def test_stats_page_needs_the_password(lb_address: str, lb_vars) -> None:
     url = f"http://{lb_address}:{STATS_PORT}/stats"
     password = str(lb_vars["vault_haproxy_stats_password"])
