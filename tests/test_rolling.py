@@ -106,7 +106,7 @@ def gunicorn_pids(fleet: Fleet) -> dict[str, str]:
     return dict(re.findall(r"^(\S+) \| CHANGED \| rc=0 >>\n(\d+)$", proc.stdout, re.M))
 
 
-def test_site_restarts_a_changed_gunicorn_unit_host_by_host_without_a_failed_request(fleet: Fleet) -> None:
+def test_site_applies_a_changed_gunicorn_unit_host_by_host_without_a_failed_request(fleet: Fleet) -> None:
     """A new graceful timeout changes the unit (TimeoutStopSec): each host restarts out of rotation."""
     before = gunicorn_pids(fleet)
     assert len(before) == len(fleet.groups["app"]), before
