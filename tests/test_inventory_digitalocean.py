@@ -24,7 +24,8 @@ import yaml
 from conftest import BIN, ROOT, ansible_env, fill_vault
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "digitalocean"
-REAL_API = "https://api.digitalocean.com/v2"
+# The pages' links name the API as "{api}": the fake server puts its own address there.
+API_PLACEHOLDER = "{api}"
 # A made-up token: the server only checks that the one from DO_API_TOKEN arrives.
 TOKEN = "dop_v1_example_not_a_real_token"
 PER_PAGE = 4
@@ -54,7 +55,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 self.reply(404, {"id": "not_found", "message": "The resource you requested could not be found."})
                 return
             page = FIXTURES / f"droplets-page{query.get('page', ['1'])[0]}.json"
-            self.reply(200, json.loads(page.read_text().replace(REAL_API, api.base_url)))
+            self.reply(200, json.loads(page.read_text().replace(API_PLACEHOLDER, api.base_url)))
 
         def reply(self, status: int, body: dict) -> None:
             data = json.dumps(body).encode()

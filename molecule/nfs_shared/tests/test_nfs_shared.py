@@ -147,8 +147,10 @@ def test_only_nfs_version_4_answers(app: testinfra.host.Host, server: testinfra.
 def test_app_host_mounts_the_export(app: testinfra.host.Host, server: testinfra.host.Host, scratch: str) -> None:
     can_mount = app.run("grep -qw nfs4 /proc/filesystems").rc == 0
     if not can_mount:
-        pytest.skip("app1's kernel has no NFS client (nfs4 not in /proc/filesystems): "
-                    "the kernel mount is not exercised on this machine")
+        # The converge skipped the mount for the same reason (same probe); the export itself
+        # is still tested above over NFSv4, from app1, with the userspace libnfs client.
+        pytest.skip("app1's kernel has no NFS client (nfs4 not in /proc/filesystems), so the "
+                    "kernel mount of the export is not exercised on this machine")
     mount = app.mount_point(MEDIA_ROOT)
     assert mount.exists and mount.filesystem == "nfs4"
     app.run_test("setpriv --reuid=%s --regid=%s --clear-groups sh -c 'echo mounted > %s/%s'",
