@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, ROOT, Fleet, ansible_env, report, run_playbook
-from helpers import ansible, demo_password, lb_url, new_session
+from helpers import ansible, demo_password, lb_url, new_session, present
 
 sys.path.insert(0, str(ROOT / "tools"))
 from loadgen import DEFAULT_PATHS, LoadRun, summarize  # noqa: E402
@@ -74,11 +74,8 @@ def unbuildable(tmp: Path) -> Path:
 
 
 def lock_held(fleet: Fleet) -> bool:
-    """Whether the deploy lock exists, from a shell answer (ad-hoc module results print as YAML)."""
-    proc = ansible(fleet, "db", "ansible.builtin.shell", f"test -e {LOCK} && echo held || echo free")
-    answers = re.findall(r"^(held|free)$", proc.stdout, re.M)
-    assert len(answers) == 1, proc.stdout
-    return answers[0] == "held"
+    """Whether the deploy lock exists on the database host."""
+    return present(fleet, next(iter(fleet.groups["db"])), LOCK)
 
 
 def operate(fleet: Fleet, label: str, playbook: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
